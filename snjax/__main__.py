@@ -1,0 +1,5 @@
+import sys
+
+from snjax.cli import main
+
+sys.exit(main())
