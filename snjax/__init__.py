@@ -5,6 +5,7 @@ Networks" (https://arxiv.org/abs/1802.05957).
 """
 
 from snjax.layout import KernelLayout, kernel_matrix, resolve_layout
+from snjax.linen import SNConv, SNDense, SpectralNorm
 from snjax.losses import (
     GANLoss,
     gradient_penalty,
@@ -34,6 +35,9 @@ __all__ = [
     'GANTrainer',
     'KernelLayout',
     'PowerIterationResult',
+    'SNConv',
+    'SNDense',
+    'SpectralNorm',
     'SpectralNormalization',
     'gan_trainer',
     'gradient_penalty',
