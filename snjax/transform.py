@@ -15,6 +15,7 @@ Networks" (https://arxiv.org/abs/1802.05957).
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from snjax import conv as conv_mode
 from snjax import power
 from snjax.layout import LayoutOption, resolve_layout
 from snjax.selection import Selector, path_keys, path_str, select_paths
@@ -80,6 +82,14 @@ def _unflatten_state(entries: dict[tuple[str, ...], dict]) -> SNState:
   return root
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _init_leaf(key, leaf, lay, shape, cdtype, n_warmup_iterations, eps):
+  u = jax.random.normal(key, shape, cdtype)
+  u = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
+  res = power.power_iteration(leaf, u, lay, n_iterations=max(n_warmup_iterations, 1), eps=eps)
+  return (u if n_warmup_iterations == 0 else res.u), res.sigma
+
+
 def sn_init(
     key: jax.Array,
     params: PyTree,
@@ -89,6 +99,7 @@ def sn_init(
     layout: LayoutOption = None,
     include: str | Selector | None = None,
     exclude: str | Selector | None = None,
+    conv: conv_mode.ConvOption = None,
 ) -> SNState:
   """Makes the power-iteration state for every selected leaf of ``params``.
 
@@ -108,6 +119,10 @@ def sn_init(
     include: ``None`` for the default selection (floating, ndim >= 2, not a
       bias or embedding), or a path regex / predicate ``(path, leaf) -> bool``.
     exclude: a path regex / predicate of leaves never to normalize.
+    conv: ``{path regex: snjax.ConvSpec}``: the leaves it matches are
+      normalized by the operator norm of their convolution (conv mode, see
+      :mod:`snjax.conv`), their u an input-shaped array; ``snjax.conv_specs(model,
+      x)`` reads the specs of a Flax model.
 
   Returns:
     The state: a nested dict with ``{'u': float32[batch..., fan_out],
@@ -130,14 +145,12 @@ def sn_init(
     shape = power.u_shape(leaf.shape, lay)
     cdtype = power.compute_dtype(leaf.dtype)
     leaf_key = jax.random.fold_in(key, zlib.crc32(path.encode()) & 0x7FFFFFFF)
-    u = jax.random.normal(leaf_key, shape, cdtype)
-    u = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
-    res = power.power_iteration(
-        jax.lax.stop_gradient(leaf), u, lay, n_iterations=max(n_warmup_iterations, 1), eps=eps
-    )
-    if n_warmup_iterations == 0:
-      res = power.PowerIterationResult(res.sigma, u)
-    entries[keys] = {'u': res.u, 'sigma': res.sigma}
+    spec = conv_mode.resolve_conv_spec(conv, path)
+    if spec is not None:
+      entries[keys] = conv_mode.conv_init_entry(leaf_key, leaf, path, lay, spec, n_warmup_iterations, eps)
+      continue
+    u, sigma = _init_leaf(leaf_key, jax.lax.stop_gradient(leaf), lay, shape, cdtype, n_warmup_iterations, eps)
+    entries[keys] = {'u': u, 'sigma': sigma}
   return _unflatten_state(entries)
 
 
@@ -154,6 +167,7 @@ def sn_apply(
     exclude: str | Selector | None = None,
     tol: float | None = None,
     max_iterations: int = 100,
+    conv: conv_mode.ConvOption = None,
 ) -> tuple[PyTree, SNState]:
   """Returns the spectrally normalized params and the next state.
 
@@ -191,6 +205,7 @@ def sn_apply(
       change is at most ``tol``, at most ``max_iterations`` steps; for exact
       evaluation and reporting.
     max_iterations: the cap when ``tol`` is set.
+    conv: the conv-mode specs, as given to ``sn_init``.
 
   Returns:
     ``(normalized_params, new_state)``: params with the same structure and
@@ -215,6 +230,16 @@ def sn_apply(
     path = path_str(keys)
     lay = resolve_layout(layout, path, leaf)
     entry = entries[keys]
+    spec = conv_mode.resolve_conv_spec(conv, path)
+    if spec is not None:
+      new_leaf, new_entry = conv_mode.conv_apply_entry(
+          leaf, entry, path, lay, spec, update=update, n_power_iterations=n_power_iterations, eps=eps,
+          target_norm=target_norm, tol=tol, max_iterations=max_iterations,
+      )
+      new_leaves.append(new_leaf)
+      if update:
+        new_entries[keys] = new_entry
+      continue
     _check_entry(path, entry, leaf, lay)
     if update:
       res = power.power_iteration(
@@ -287,6 +312,7 @@ def spectral_normalization(
     layout: LayoutOption = None,
     include: str | Selector | None = None,
     exclude: str | Selector | None = None,
+    conv: conv_mode.ConvOption = None,
 ) -> SpectralNormalization:
   """Binds the options of :func:`sn_init` and :func:`sn_apply` once.
 
@@ -298,13 +324,14 @@ def spectral_normalization(
     layout: the kernel layout option.
     include: the selection (regex or predicate), ``None`` for the default.
     exclude: leaves never to normalize.
+    conv: ``{path regex: snjax.ConvSpec}`` of the leaves in conv mode.
 
   Returns:
     A :class:`SpectralNormalization` ``(init, apply)``: ``init(key, params) ->
     state`` and ``apply(params, state, update=True) -> (params_sn, state)``.
   """
   _check_options(n_power_iterations, eps, target_norm)
-  common = dict(eps=eps, layout=layout, include=include, exclude=exclude)
+  common = dict(eps=eps, layout=layout, include=include, exclude=exclude, conv=conv)
 
   def init(key, params):
     return sn_init(key, params, n_warmup_iterations=n_warmup_iterations, **common)
