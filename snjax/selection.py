@@ -33,6 +33,10 @@ def key_str(key: Any) -> str:
 
 
 def path_keys(path) -> tuple[str, ...]:
+  """The string keys of a key path. The trailing ``.value`` attribute of a Flax NNX ``Variable`` is
+  dropped, so that an NNX param is addressed as ``'layers/0/kernel'``, like its ``nnx.State`` path."""
+  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name in ('value', 'raw_value'):
+    path = path[:-1]
   return tuple(key_str(k) for k in path)
 
 
