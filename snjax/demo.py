@@ -46,8 +46,8 @@ def main(seed: int = 0, steps: int = 3) -> int:
   for path in before:
     name = path.split('/')[0]
     print(
-        f'{name:<12}{before[path]:>14.5f}{est[name]:>12.5f}{(before[path] - est[name]) / before[path]:>10.1e}'
-        f'{after[path]:>16.5f}'
+      f'{name:<12}{before[path]:>14.5f}{est[name]:>12.5f}{(before[path] - est[name]) / before[path]:>10.1e}'
+      f'{after[path]:>16.5f}'
     )
   x = jax.random.normal(jax.random.key(seed + 2), (4, 32, 32, 3))
   print('critic output, raw:', np.round(np.asarray(model.apply({'params': params}, x))[:, 0], 4))

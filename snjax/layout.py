@@ -40,18 +40,18 @@ LayoutSpec = Union[str, int, Sequence[int], KernelLayout]
 """A layout given as a preset name, one output axis, several, or in full."""
 
 PRESETS: dict[str, KernelLayout] = {
-    'flax': KernelLayout((-1,)),
-    'haiku': KernelLayout((-1,)),
-    'torch': KernelLayout((0,)),
-    'equinox': KernelLayout((0,)),
-    'torch_conv_transpose': KernelLayout((1,)),
+  'flax': KernelLayout((-1,)),
+  'haiku': KernelLayout((-1,)),
+  'torch': KernelLayout((0,)),
+  'equinox': KernelLayout((0,)),
+  'torch_conv_transpose': KernelLayout((1,)),
 }
 
 LayoutOption = Union[
-    LayoutSpec,
-    Mapping[str, LayoutSpec],
-    Callable[[str, Any], LayoutSpec],
-    None,
+  LayoutSpec,
+  Mapping[str, LayoutSpec],
+  Callable[[str, Any], LayoutSpec],
+  None,
 ]
 """The ``layout`` option of :func:`snjax.sn_init` / :func:`snjax.sn_apply`:
 
@@ -78,8 +78,8 @@ def _as_kernel_layout(spec: LayoutSpec, path: str) -> KernelLayout:
   if isinstance(spec, str):
     if spec not in PRESETS:
       raise ValueError(
-          f'{path}: unknown layout {spec!r}; expected one of {sorted(PRESETS)}, '
-          'an int, a tuple of ints or a snjax.KernelLayout.'
+        f'{path}: unknown layout {spec!r}; expected one of {sorted(PRESETS)}, '
+        'an int, a tuple of ints or a snjax.KernelLayout.'
       )
     return PRESETS[spec]
   if isinstance(spec, int):
@@ -87,8 +87,7 @@ def _as_kernel_layout(spec: LayoutSpec, path: str) -> KernelLayout:
   if isinstance(spec, Sequence) and all(isinstance(a, int) for a in spec):
     return KernelLayout(tuple(spec))
   raise TypeError(
-      f'{path}: a layout must be a preset name, an int, a tuple of ints or a '
-      f'snjax.KernelLayout, got {spec!r}.'
+    f'{path}: a layout must be a preset name, an int, a tuple of ints or a snjax.KernelLayout, got {spec!r}.'
   )
 
 
@@ -126,10 +125,7 @@ def resolve_layout(layout: LayoutOption, path: str, leaf: Any) -> ResolvedLayout
     out = []
     for a in axes:
       if not -ndim <= a < ndim:
-        raise ValueError(
-            f'{path}: {what} axis {a} is out of range for a kernel of shape '
-            f'{tuple(leaf.shape)}.'
-        )
+        raise ValueError(f'{path}: {what} axis {a} is out of range for a kernel of shape {tuple(leaf.shape)}.')
       out.append(a % ndim)
     return tuple(sorted(out))
 
@@ -137,16 +133,13 @@ def resolve_layout(layout: LayoutOption, path: str, leaf: Any) -> ResolvedLayout
   batch_axes = norm(tuple(kl.batch_axes), 'batch')
   used = out_axes + batch_axes
   if len(set(used)) != len(used):
-    raise ValueError(
-        f'{path}: layout {kl} names an axis twice for a kernel of shape '
-        f'{tuple(leaf.shape)}.'
-    )
+    raise ValueError(f'{path}: layout {kl} names an axis twice for a kernel of shape {tuple(leaf.shape)}.')
   in_axes = tuple(a for a in range(ndim) if a not in used)
   if not out_axes or not in_axes:
     raise ValueError(
-        f'{path}: layout {kl} leaves no {"output" if not out_axes else "input"} '
-        f'axis in a kernel of shape {tuple(leaf.shape)}; spectral normalization '
-        'needs a matrix (at least one input and one output axis).'
+      f'{path}: layout {kl} leaves no {"output" if not out_axes else "input"} '
+      f'axis in a kernel of shape {tuple(leaf.shape)}; spectral normalization '
+      'needs a matrix (at least one input and one output axis).'
     )
   return ResolvedLayout(out_axes, in_axes, batch_axes)
 

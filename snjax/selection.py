@@ -45,9 +45,7 @@ def path_str(keys: tuple[str, ...]) -> str:
 
 
 def is_array(leaf: Any) -> bool:
-  return isinstance(leaf, (jax.Array, jnp.ndarray)) or hasattr(leaf, 'shape') and hasattr(
-      leaf, 'dtype'
-  )
+  return isinstance(leaf, (jax.Array, jnp.ndarray)) or hasattr(leaf, 'shape') and hasattr(leaf, 'dtype')
 
 
 def default_rule(keys: tuple[str, ...], leaf: Any) -> bool:
@@ -75,10 +73,10 @@ def _matcher(option, name: str) -> Selector | None:
 
 
 def select_paths(
-    flat: list[tuple[tuple[str, ...], Any]],
-    *,
-    include: str | Selector | None = None,
-    exclude: str | Selector | None = None,
+  flat: list[tuple[tuple[str, ...], Any]],
+  *,
+  include: str | Selector | None = None,
+  exclude: str | Selector | None = None,
 ) -> list[tuple[str, ...]]:
   """Returns the key tuples of the leaves to normalize.
 
@@ -115,14 +113,13 @@ def select_paths(
       raise ValueError(f'{path}: selected for spectral normalization but is not an array ({type(leaf).__name__}).')
     if not jnp.issubdtype(leaf.dtype, jnp.floating):
       raise ValueError(
-          f'{path}: selected for spectral normalization but has dtype {leaf.dtype}; '
-          'expected a floating-point weight.'
+        f'{path}: selected for spectral normalization but has dtype {leaf.dtype}; expected a floating-point weight.'
       )
     if leaf.ndim < 2:
       raise ValueError(
-          f'{path}: selected for spectral normalization but has shape {tuple(leaf.shape)}; '
-          'expected a weight with ndim >= 2 (a matrix or a conv kernel). '
-          'Narrow `include` or add it to `exclude`.'
+        f'{path}: selected for spectral normalization but has shape {tuple(leaf.shape)}; '
+        'expected a weight with ndim >= 2 (a matrix or a conv kernel). '
+        'Narrow `include` or add it to `exclude`.'
       )
     selected.append(keys)
   if inc is not None and not selected:

@@ -5,9 +5,9 @@ import os
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    'snjax',
-    deadline=None,
-    max_examples=int(os.environ.get('SNJAX_HYPOTHESIS_EXAMPLES', '25')),
-    suppress_health_check=[HealthCheck.too_slow],
+  'snjax',
+  deadline=None,
+  max_examples=int(os.environ.get('SNJAX_HYPOTHESIS_EXAMPLES', '25')),
+  suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile('snjax')

@@ -69,7 +69,7 @@ def test_flax_nnx_via_split_and_merge():
       return x
 
   model = MLP(nnx.Rngs(0))
-  for layer, (w, b) in zip(model.layers, _weights()):
+  for layer, (w, b) in zip(model.layers, _weights(), strict=False):
     layer.kernel.value = jnp.asarray(w)
     layer.bias.value = jnp.asarray(b)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -88,7 +88,7 @@ def test_haiku():
   model = hk.without_apply_rng(hk.transform(forward))
   params = model.init(jax.random.key(0), _X)
   names = sorted(params)
-  params = {n: {'w': jnp.asarray(w), 'b': jnp.asarray(b)} for n, (w, b) in zip(names, _weights())}
+  params = {n: {'w': jnp.asarray(w), 'b': jnp.asarray(b)} for n, (w, b) in zip(names, _weights(), strict=False)}
   state = snjax.sn_init(jax.random.key(0), params, layout='haiku')
   params_sn, state = snjax.sn_apply(params, state, layout='haiku', **_OPTS)
   _check(model.apply(params_sn, _X))

@@ -42,10 +42,10 @@ def test_scaled_identity_gives_its_scale(n_iterations):
 
 
 @given(
-    n_in=st.integers(1, 24),
-    n_out=st.integers(1, 24),
-    seed=st.integers(0, 2**31 - 1),
-    n_iterations=st.integers(1, 4),
+  n_in=st.integers(1, 24),
+  n_out=st.integers(1, 24),
+  seed=st.integers(0, 2**31 - 1),
+  n_iterations=st.integers(1, 4),
 )
 def test_sigma_is_a_lower_bound_of_the_svd_norm(n_in, n_out, seed, n_iterations):
   rng = np.random.default_rng(seed)
@@ -81,22 +81,22 @@ def test_tolerance_mode_reaches_the_svd_norm():
 
 
 @pytest.mark.parametrize(
-    'shape, spec, to_matrix',
-    [
-        # Flax / Haiku Conv: (*spatial, in, out) -> (k*k*in, out).
-        ((3, 3, 4, 5), None, lambda w: w.reshape(-1, w.shape[-1])),
-        # Conv1D and Conv3D.
-        ((5, 3, 6), None, lambda w: w.reshape(-1, w.shape[-1])),
-        ((2, 2, 2, 3, 4), None, lambda w: w.reshape(-1, w.shape[-1])),
-        # Torch / Equinox Conv2d: (out, in, kh, kw) -> (in*kh*kw, out).
-        ((5, 4, 3, 3), 'torch', lambda w: w.reshape(w.shape[0], -1).T),
-        # Torch ConvTranspose2d: (in, out, kh, kw): output axis 1.
-        ((4, 5, 3, 3), 'torch_conv_transpose', lambda w: np.moveaxis(w, 1, -1).reshape(-1, w.shape[1])),
-        # DenseGeneral projection (in, heads, dim): two output axes.
-        ((6, 2, 3), (1, 2), lambda w: w.reshape(w.shape[0], -1)),
-        # DenseGeneral output projection (heads, dim, out).
-        ((2, 3, 7), -1, lambda w: w.reshape(-1, w.shape[-1])),
-    ],
+  'shape, spec, to_matrix',
+  [
+    # Flax / Haiku Conv: (*spatial, in, out) -> (k*k*in, out).
+    ((3, 3, 4, 5), None, lambda w: w.reshape(-1, w.shape[-1])),
+    # Conv1D and Conv3D.
+    ((5, 3, 6), None, lambda w: w.reshape(-1, w.shape[-1])),
+    ((2, 2, 2, 3, 4), None, lambda w: w.reshape(-1, w.shape[-1])),
+    # Torch / Equinox Conv2d: (out, in, kh, kw) -> (in*kh*kw, out).
+    ((5, 4, 3, 3), 'torch', lambda w: w.reshape(w.shape[0], -1).T),
+    # Torch ConvTranspose2d: (in, out, kh, kw): output axis 1.
+    ((4, 5, 3, 3), 'torch_conv_transpose', lambda w: np.moveaxis(w, 1, -1).reshape(-1, w.shape[1])),
+    # DenseGeneral projection (in, heads, dim): two output axes.
+    ((6, 2, 3), (1, 2), lambda w: w.reshape(w.shape[0], -1)),
+    # DenseGeneral output projection (heads, dim, out).
+    ((2, 3, 7), -1, lambda w: w.reshape(-1, w.shape[-1])),
+  ],
 )
 def test_layouts_read_the_right_matrix(shape, spec, to_matrix):
   rng = np.random.default_rng(0)

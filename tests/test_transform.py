@@ -39,7 +39,7 @@ class _Net(nn.Module):
 @functools.lru_cache
 def _net_params(seed=0):
   x1, x2, x3, x = jnp.ones((1, 8, 2)), jnp.ones((1, 6, 6, 3)), jnp.ones((1, 4, 4, 4, 2)), jnp.ones((1, 5))
-  return _Net().init(jax.random.key(seed), x1, x2, x3, x)['params']
+  return jax.jit(_Net().init)(jax.random.key(seed), x1, x2, x3, x)['params']
 
 
 # The matrices of _Net's kernels: for DenseGeneral the split is not the last axis.
@@ -82,9 +82,9 @@ def test_every_kernel_kind_converges_to_norm_one_and_is_never_over_normalized():
 
 @settings(max_examples=10)
 @given(
-    shape=st.lists(st.integers(1, 6), min_size=2, max_size=4),
-    seed=st.integers(0, 2**31 - 1),
-    target=st.floats(0.25, 4.0),
+  shape=st.lists(st.integers(1, 6), min_size=2, max_size=4),
+  seed=st.integers(0, 2**31 - 1),
+  target=st.floats(0.25, 4.0),
 )
 def test_random_shapes_reach_the_target_norm(shape, seed, target):
   w = jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
@@ -125,7 +125,9 @@ def test_one_state_used_twice_repeats_the_same_step():
   state = snjax.sn_init(jax.random.key(0), params, layout=_LAYOUT, n_warmup_iterations=0)
   a_params, a_state = snjax.sn_apply(params, state, layout=_LAYOUT)
   b_params, b_state = snjax.sn_apply(params, state, layout=_LAYOUT)
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), (a_params, a_state), (b_params, b_state))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), (a_params, a_state), (b_params, b_state)
+  )
   c_params, _ = snjax.sn_apply(params, a_state, layout=_LAYOUT)
   assert not np.array_equal(np.asarray(c_params['Conv_0']['kernel']), np.asarray(a_params['Conv_0']['kernel']))
 
@@ -246,8 +248,12 @@ def test_torch_layout_equals_flax_layout_on_the_transposed_kernel():
   w_torch = np.transpose(w, (3, 2, 0, 1))  # torch (out, in, kh, kw)
   out_f, _ = snjax.sn_apply({'k': w}, snjax.sn_init(jax.random.key(0), {'k': w}), tol=1e-8, max_iterations=2000)
   sn = snjax.spectral_normalization(layout='torch')
-  out_t, _ = snjax.sn_apply({'k': w_torch}, sn.init(jax.random.key(0), {'k': w_torch}), layout='torch', tol=1e-8, max_iterations=2000)
-  np.testing.assert_allclose(np.transpose(np.asarray(out_t['k']), (2, 3, 1, 0)), np.asarray(out_f['k']), rtol=1e-3, atol=1e-5)
+  out_t, _ = snjax.sn_apply(
+    {'k': w_torch}, sn.init(jax.random.key(0), {'k': w_torch}), layout='torch', tol=1e-8, max_iterations=2000
+  )
+  np.testing.assert_allclose(
+    np.transpose(np.asarray(out_t['k']), (2, 3, 1, 0)), np.asarray(out_f['k']), rtol=1e-3, atol=1e-5
+  )
 
 
 def test_batch_axes_normalize_each_stacked_layer():
@@ -264,11 +270,11 @@ def test_batch_axes_normalize_each_stacked_layer():
 
 def test_default_selection_skips_biases_embeddings_and_scales():
   params = {
-      'Embed_0': {'embedding': jnp.ones((10, 4))},
-      'attention': {'relative_bias': jnp.ones((4, 4)), 'query': {'kernel': jnp.ones((4, 2, 2))}},
-      'LayerNorm_0': {'scale': jnp.ones(4), 'bias': jnp.ones(4)},
-      'Dense_0': {'kernel': jnp.ones((4, 3)), 'bias': jnp.ones(3)},
-      'count': jnp.ones((3, 3), jnp.int32),
+    'Embed_0': {'embedding': jnp.ones((10, 4))},
+    'attention': {'relative_bias': jnp.ones((4, 4)), 'query': {'kernel': jnp.ones((4, 2, 2))}},
+    'LayerNorm_0': {'scale': jnp.ones(4), 'bias': jnp.ones(4)},
+    'Dense_0': {'kernel': jnp.ones((4, 3)), 'bias': jnp.ones(3)},
+    'count': jnp.ones((3, 3), jnp.int32),
   }
   state = snjax.sn_init(jax.random.key(0), params)
   assert set(snjax.sigmas(state)) == {'attention/query/kernel', 'Dense_0/kernel'}
