@@ -15,6 +15,7 @@ Networks" (https://arxiv.org/abs/1802.05957).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -28,7 +29,9 @@ from flax.typing import Dtype, Initializer, PaddingLike, PrecisionLike
 from snjax import power, wrapping
 from snjax.layout import LayoutOption, ResolvedLayout
 from snjax.selection import path_keys, path_str
-from snjax.transform import _check_options
+
+# Jitted so that an eager model.init compiles the warm-up loop once, not on every call.
+_warmup = jax.jit(power.power_iteration, static_argnames=('layout', 'n_iterations', 'eps'))
 
 
 def _flatten_boxed(tree):
@@ -137,10 +140,10 @@ class SpectralNorm(nn.Module):
     self._check()
     if update_stats and not self.is_mutable_collection(self.collection_name):
       raise ValueError(
-          f'SpectralNorm({self.layer_instance.name}) was called with update_stats=True but the '
-          f'{self.collection_name!r} collection, which holds its u and sigma, is not mutable: pass '
-          f"mutable=[{self.collection_name!r}] to apply (model.apply(variables, ..., "
-          f"mutable=[{self.collection_name!r}])), or update_stats=False to evaluate."
+        f'SpectralNorm({self.layer_instance.name}) was called with update_stats=True but the '
+        f'{self.collection_name!r} collection, which holds its u and sigma, is not mutable: pass '
+        f'mutable=[{self.collection_name!r}] to apply (model.apply(variables, ..., '
+        f'mutable=[{self.collection_name!r}])), or update_stats=False to evaluate.'
       )
     einsum_str = kwargs.get('einsum_str', args[1] if len(args) > 1 and isinstance(args[1], str) else None)
     scratch: dict[str, Any] = {}
@@ -155,11 +158,11 @@ class SpectralNorm(nn.Module):
       return scratch.get('raw', variables)
 
     y = nn.map_variables(
-        lambda layer: layer(*args, **kwargs),
-        'params',
-        trans_in_fn=normalize,
-        trans_out_fn=restore,
-        init=self.is_initializing(),
+      lambda layer: layer(*args, **kwargs),
+      'params',
+      trans_in_fn=normalize,
+      trans_out_fn=restore,
+      init=self.is_initializing(),
     )(self.layer_instance)
     scale = scratch.get('scale')
     if scale is None:
@@ -167,14 +170,14 @@ class SpectralNorm(nn.Module):
     return jax.tree_util.tree_map(lambda t: t * scale.astype(t.dtype), y)
 
   def _check(self):
-    if isinstance(self.n_warmup_steps, bool) or not isinstance(self.n_warmup_steps, int) or self.n_warmup_steps < 0:
-      raise ValueError(f'n_warmup_steps must be an int >= 0, got {self.n_warmup_steps!r}.')
-    try:
-      _check_options(self.n_steps, self.epsilon, self.target_norm)
-    except ValueError as e:
-      raise ValueError(
-          str(e).replace('n_power_iterations', 'n_steps').replace('eps ', 'epsilon ')
-      ) from None
+    for name in ('n_steps', 'n_warmup_steps'):
+      value, low = getattr(self, name), 1 if name == 'n_steps' else 0
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f'{name} must be an int >= {low}, got {value!r}.')
+    for name in ('epsilon', 'target_norm'):
+      value = getattr(self, name)
+      if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f'{name} must be a finite float > 0, got {value!r}.')
 
   def _normalize_params(self, params, update_stats: bool, einsum_str: str | None):
     """The params the layer sees, and the output scale of the fast path (or None)."""
@@ -184,26 +187,26 @@ class SpectralNorm(nn.Module):
     selected = wrapping.matrix_keys(values, error_on_non_matrix=self.error_on_non_matrix, layer_name=name)
     if not selected:
       warnings.warn(
-          f'SpectralNorm({name}): the wrapped layer has no floating parameter with ndim >= 2; its output is '
-          'not normalized.',
-          stacklevel=2,
+        f'SpectralNorm({name}): the wrapped layer has no floating parameter with ndim >= 2; its output is '
+        'not normalized.',
+        stacklevel=2,
       )
       return params, None
     value_of = dict(values)
     layouts = [wrapping.layer_layout(self.layer_instance, self.layout, k, value_of[k], einsum_str) for k in selected]
     fast = self.fast_path is not False and wrapping.fast_path_applies(
-        self.layer_instance, list(value_of), selected, layouts
+      self.layer_instance, list(value_of), selected, layouts
     )
     if self.fast_path and not fast:
       raise ValueError(
-          f'SpectralNorm({name}): fast_path=True but the fast path does not apply to a '
-          f'{type(self.layer_instance).__name__} with params {[path_str(k) for k in value_of]} '
-          '(it needs a plain Dense/DenseGeneral/Conv/ConvTranspose/ConvLocal/Einsum with one kernel and no '
-          'batch axes); pass fast_path=None.'
+        f'SpectralNorm({name}): fast_path=True but the fast path does not apply to a '
+        f'{type(self.layer_instance).__name__} with params {[path_str(k) for k in value_of]} '
+        '(it needs a plain Dense/DenseGeneral/Conv/ConvTranspose/ConvLocal/Einsum with one kernel and no '
+        'batch axes); pass fast_path=None.'
       )
     new = dict(value_of)
     scale = None
-    for keys, lay in zip(selected, layouts):
+    for keys, lay in zip(selected, layouts, strict=True):
       kernel = value_of[keys]
       sigma = self._sigma(f'{name}/{path_str(keys)}', kernel, lay, update_stats)
       factor = self.target_norm / sigma
@@ -237,21 +240,19 @@ class SpectralNorm(nn.Module):
     else:
       if not self.is_mutable_collection(col):
         raise ValueError(
-            f'SpectralNorm: no {u_name!r} / {sigma_name!r} in the {col!r} collection. Pass the whole '
-            f"variables of model.init (including {col!r}) to apply, not only 'params'."
+          f'SpectralNorm: no {u_name!r} / {sigma_name!r} in the {col!r} collection. Pass the whole '
+          f"variables of model.init (including {col!r}) to apply, not only 'params'."
         )
       u0 = jax.random.normal(self.make_rng('params'), u_shape, sdtype)
-      warm = power.power_iteration(
-          jax.lax.stop_gradient(kernel), u0, lay, n_iterations=max(self.n_warmup_steps, 1), eps=self.epsilon
-      )
+      warm = _warmup(jax.lax.stop_gradient(kernel), u0, lay, n_iterations=max(self.n_warmup_steps, 1), eps=self.epsilon)
       u_init = warm.u if self.n_warmup_steps else u0
       u_var = self.variable(col, u_name, lambda: u_init.reshape(stored_u_shape).astype(sdtype))
       sigma_var = self.variable(col, sigma_name, lambda: warm.sigma.astype(sdtype))
     if tuple(u_var.value.shape) != stored_u_shape or tuple(jnp.shape(sigma_var.value)) != stored_u_shape[:-2]:
       raise ValueError(
-          f'SpectralNorm: {col!r} holds {u_name!r} of shape {tuple(u_var.value.shape)} and {sigma_name!r} '
-          f'of shape {tuple(jnp.shape(sigma_var.value))}; expected {stored_u_shape} and '
-          f'{stored_u_shape[:-2]} for a kernel of shape {tuple(kernel.shape)}. Was the state made for another model?'
+        f'SpectralNorm: {col!r} holds {u_name!r} of shape {tuple(u_var.value.shape)} and {sigma_name!r} '
+        f'of shape {tuple(jnp.shape(sigma_var.value))}; expected {stored_u_shape} and '
+        f'{stored_u_shape[:-2]} for a kernel of shape {tuple(kernel.shape)}. Was the state made for another model?'
       )
     if not update_stats:
       return jax.lax.stop_gradient(jnp.asarray(sigma_var.value))
@@ -286,22 +287,22 @@ class SNDense(nn.Module):
   def __call__(self, x: jax.Array, *, update_stats: bool) -> jax.Array:
     """``target_norm * x W / sigma(W) + b``; see :class:`SpectralNorm` for ``update_stats``."""
     dense = nn.Dense(
-        self.features,
-        use_bias=self.use_bias,
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        precision=self.precision,
-        kernel_init=self.kernel_init,
-        bias_init=self.bias_init,
-        name='Dense_0',
+      self.features,
+      use_bias=self.use_bias,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      precision=self.precision,
+      kernel_init=self.kernel_init,
+      bias_init=self.bias_init,
+      name='Dense_0',
     )
     return SpectralNorm(
-        dense,
-        n_steps=self.n_steps,
-        epsilon=self.epsilon,
-        collection_name=self.collection_name,
-        target_norm=self.target_norm,
-        name='SpectralNorm_0',
+      dense,
+      n_steps=self.n_steps,
+      epsilon=self.epsilon,
+      collection_name=self.collection_name,
+      target_norm=self.target_norm,
+      name='SpectralNorm_0',
     )(x, update_stats=update_stats)
 
 
@@ -340,28 +341,28 @@ class SNConv(nn.Module):
   def __call__(self, x: jax.Array, *, update_stats: bool) -> jax.Array:
     """The normalized convolution of ``x``; see :class:`SpectralNorm` for ``update_stats``."""
     conv = nn.Conv(
-        self.features,
-        self.kernel_size,
-        strides=self.strides,
-        padding=self.padding,
-        input_dilation=self.input_dilation,
-        kernel_dilation=self.kernel_dilation,
-        feature_group_count=self.feature_group_count,
-        use_bias=self.use_bias,
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        precision=self.precision,
-        kernel_init=self.kernel_init,
-        bias_init=self.bias_init,
-        name='Conv_0',
+      self.features,
+      self.kernel_size,
+      strides=self.strides,
+      padding=self.padding,
+      input_dilation=self.input_dilation,
+      kernel_dilation=self.kernel_dilation,
+      feature_group_count=self.feature_group_count,
+      use_bias=self.use_bias,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      precision=self.precision,
+      kernel_init=self.kernel_init,
+      bias_init=self.bias_init,
+      name='Conv_0',
     )
     return SpectralNorm(
-        conv,
-        n_steps=self.n_steps,
-        epsilon=self.epsilon,
-        collection_name=self.collection_name,
-        target_norm=self.target_norm,
-        name='SpectralNorm_0',
+      conv,
+      n_steps=self.n_steps,
+      epsilon=self.epsilon,
+      collection_name=self.collection_name,
+      target_norm=self.target_norm,
+      name='SpectralNorm_0',
     )(x, update_stats=update_stats)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from snjax.layout import KernelLayout, LayoutOption, ResolvedLayout, resolve_layout
-from snjax.selection import is_array, path_str
+from snjax.selection import _BIAS, is_array, path_str
 
 
 def _linear_layer_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
@@ -34,13 +34,14 @@ def _linear_layer_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
 
 
 def matrix_keys(
-    flat: Sequence[tuple[tuple[str, ...], Any]], *, error_on_non_matrix: bool, layer_name: str
+  flat: Sequence[tuple[tuple[str, ...], Any]], *, error_on_non_matrix: bool, layer_name: str
 ) -> list[tuple[str, ...]]:
   """The parameters of a wrapped layer that are normalized.
 
-  Every floating-point parameter with ``ndim >= 2`` (as flax.linen.SpectralNorm
-  does: the user chose to wrap this layer). Higher-rank kernels are read as
-  matrices through their layout.
+  Every floating-point parameter with ``ndim >= 2`` except biases (flax.linen's
+  SpectralNorm also normalizes a 2-D+ bias, e.g. ConvLocal's; a bias is not a
+  linear map of the input). Embedding tables are included: the user chose to
+  wrap this layer. Higher-rank kernels are read as matrices through their layout.
 
   Args:
     flat: ``(keys, leaf)`` pairs of the layer's params.
@@ -58,19 +59,21 @@ def matrix_keys(
   for k, leaf in flat:
     if not is_array(leaf) or leaf.ndim < 2 or not jnp.issubdtype(leaf.dtype, jnp.floating):
       continue
+    if _BIAS.match(k[-1]):  # a bias (ConvLocal's is 3-D) is not a linear map of the input
+      continue
     if leaf.ndim > 2 and error_on_non_matrix:
       raise ValueError(
-          f'SpectralNorm({layer_name}): parameter {path_str(k)!r} has shape {tuple(leaf.shape)} '
-          f'({leaf.ndim}-D) but error_on_non_matrix=True; pass error_on_non_matrix=False to read it as '
-          'a (fan_in, fan_out) matrix through its layout.'
+        f'SpectralNorm({layer_name}): parameter {path_str(k)!r} has shape {tuple(leaf.shape)} '
+        f'({leaf.ndim}-D) but error_on_non_matrix=True; pass error_on_non_matrix=False to read it as '
+        'a (fan_in, fan_out) matrix through its layout.'
       )
     keys.append(k)
   if not keys and error_on_non_matrix:
     shapes = {path_str(k): tuple(getattr(leaf, 'shape', ())) for k, leaf in flat}
     raise ValueError(
-        f'SpectralNorm({layer_name}): the wrapped layer has no floating parameter with ndim >= 2 '
-        f'(its params: {shapes}); spectral normalization needs a kernel matrix. Wrap a layer with a '
-        'kernel (Dense, Conv, ...).'
+      f'SpectralNorm({layer_name}): the wrapped layer has no floating parameter with ndim >= 2 '
+      f'(its params: {shapes}); spectral normalization needs a kernel matrix. Wrap a layer with a '
+      'kernel (Dense, Conv, ...).'
     )
   return keys
 
@@ -140,7 +143,7 @@ def auto_layout(layer: Any, keys: tuple[str, ...], leaf: Any, einsum_str: str | 
 
 
 def layer_layout(
-    layer: Any, option: LayoutOption, keys: tuple[str, ...], leaf: Any, einsum_str: str | None = None
+  layer: Any, option: LayoutOption, keys: tuple[str, ...], leaf: Any, einsum_str: str | None = None
 ) -> ResolvedLayout:
   """Resolves the wrapper's ``layout`` option (``None``: :func:`auto_layout`) for one parameter."""
   spec = auto_layout(layer, keys, leaf, einsum_str) if option is None else option
@@ -148,10 +151,10 @@ def layer_layout(
 
 
 def fast_path_applies(
-    layer: Any,
-    all_keys: Sequence[tuple[str, ...]],
-    selected: Sequence[tuple[str, ...]],
-    layouts: Sequence[ResolvedLayout],
+  layer: Any,
+  all_keys: Sequence[tuple[str, ...]],
+  selected: Sequence[tuple[str, ...]],
+  layouts: Sequence[ResolvedLayout],
 ) -> bool:
   """Whether the output-scaling fast path is exact for this layer.
 
