@@ -4,6 +4,7 @@ After Miyato et al. 2018, "Spectral Normalization for Generative Adversarial
 Networks" (https://arxiv.org/abs/1802.05957).
 """
 
+from snjax import nnx
 from snjax.bounds import (
     circular_conv_singular_values,
     conv_norm_bound,
@@ -24,6 +25,7 @@ from snjax.losses import (
     wasserstein_critic_loss,
     wasserstein_generator_loss,
 )
+from snjax.nnx import SpectralNormState
 from snjax.parallel import batch_sharding, data_mesh, replicate, replicated, shard_batch
 from snjax.power import PowerIterationResult, power_iteration
 from snjax.projection import SpectralProjectionState, spectral_projection
@@ -51,6 +53,7 @@ __all__ = [
     'SNConv',
     'SNDense',
     'SpectralNorm',
+    'SpectralNormState',
     'SpectralNormalization',
     'SpectralProjectionState',
     'batch_sharding',
@@ -66,6 +69,7 @@ __all__ = [
     'hinge_critic_loss',
     'hinge_generator_loss',
     'kernel_matrix',
+    'nnx',
     'lipschitz_report',
     'matrix_norm_bound',
     'non_saturating_critic_loss',
