@@ -1,0 +1,118 @@
+"""Data parallel: the GAN step on a mesh of 8 CPU devices matches the single-device step; u is replicated.
+
+The 8-device part runs in a subprocess, since
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` must be set before jax
+is imported.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+import snjax
+
+_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
+    import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, optax
+    import snjax
+
+    assert len(jax.devices()) == 8, jax.devices()
+    G = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(2)])
+    D = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(16), nn.relu, nn.Dense(1)])
+    gp = G.init(jax.random.key(0), jnp.zeros((1, 4)))['params']
+    cp = D.init(jax.random.key(1), jnp.zeros((1, 2)))['params']
+    n_critic, batch = 2, 16
+
+    def make(mesh):
+      return snjax.gan_trainer(
+          lambda p, z: G.apply({'params': p}, z), lambda p, x: D.apply({'params': p}, x),
+          optax.adam(1e-2), optax.adam(1e-2), latent_shape=4, n_critic=n_critic, gp_weight=1.0, ema_decay=0.9,
+          mesh=mesh)
+
+    mesh8 = snjax.data_mesh()
+    runs = {'single': (make(None), None), 'mesh1': (make(snjax.data_mesh(jax.devices()[:1])), None),
+            'mesh8': (make(mesh8), mesh8)}
+    out = {}
+    for name, (trainer, mesh) in runs.items():
+      state = trainer.init(jax.random.key(2), gp, cp)
+      losses = []
+      for i in range(4):
+        real = jax.random.normal(jax.random.key(10 + i), (n_critic, batch, 2)) + 1.0
+        if mesh is not None:
+          real = snjax.shard_batch(real, mesh, batch_axis=1)
+          assert not real.sharding.is_fully_replicated and len(real.sharding.device_set) == 8
+        state, m = trainer.train_step(state, real)
+        losses.append([float(m['critic_loss']), float(m['generator_loss']), float(m['sigma_product'])])
+      out[name] = {'losses': losses, 'leaves': [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves(state)]}
+      if mesh is not None:
+        leaves = jax.tree_util.tree_leaves(state)
+        out['replicated'] = all(x.sharding.is_fully_replicated and len(x.sharding.device_set) == 8 for x in leaves)
+        # Every device's copy of every u vector (and of every other leaf) is bit-identical.
+        out['identical_replicas'] = all(
+            all(np.array_equal(np.asarray(s.data), np.asarray(x.addressable_shards[0].data))
+                for s in x.addressable_shards)
+            for x in leaves)
+        us = [e['u'] for e in jax.tree_util.tree_leaves(state.sn_state, is_leaf=lambda e: 'u' in e)]
+        out['u_shards'] = [len(u.addressable_shards) for u in us]
+        try:
+          trainer.critic_step(state, jnp.zeros((12, 2)))
+        except ValueError as e:
+          out['indivisible'] = str(e)
+        try:
+          snjax.shard_batch(np.zeros((12, 2), np.float32), mesh)
+        except ValueError as e:
+          out['shard_error'] = str(e)
+    print('RESULT' + json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope='module')
+def result():
+  env = dict(os.environ)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env['PYTHONPATH'] = root + os.pathsep + env.get('PYTHONPATH', '')
+  env['JAX_PLATFORMS'] = 'cpu'
+  proc = subprocess.run([sys.executable, '-c', _SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  line = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULT')][-1]
+  return json.loads(line[len('RESULT') :])
+
+
+def test_eight_devices_match_one_device(result):
+  single = result['single']
+  for name in ('mesh1', 'mesh8'):
+    np.testing.assert_allclose(result[name]['losses'], single['losses'], rtol=1e-5, atol=1e-6)
+    for a, b in zip(result[name]['leaves'], single['leaves'], strict=True):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_state_and_u_vectors_are_replicated_identically(result):
+  assert result['replicated']
+  assert result['identical_replicas']
+  assert result['u_shards'] and all(n == 8 for n in result['u_shards'])
+
+
+def test_indivisible_batches_are_clear_errors(result):
+  assert 'batch size 12 is not divisible by the 8 devices' in result['indivisible']
+  assert 'the batch size must be a multiple of the device count' in result['shard_error']
+
+
+def test_helpers_on_this_process_devices():
+  mesh = snjax.data_mesh()
+  assert mesh.axis_names == ('data',) and mesh.devices.size == len(jax.devices())
+  x = np.arange(4 * len(jax.devices()) * 3, dtype=np.float32).reshape(-1, 3)
+  sharded = snjax.shard_batch(x, mesh)
+  np.testing.assert_array_equal(np.asarray(sharded), x)
+  tree = snjax.replicate({'a': np.ones(3)}, mesh)
+  assert tree['a'].sharding.is_fully_replicated
+  with pytest.raises(ValueError, match="axis_name 'batch' is not an axis of the mesh"):
+    snjax.shard_batch(x, mesh, axis_name='batch')
