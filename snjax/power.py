@@ -14,8 +14,11 @@ divided by it is never over-normalized. u and v are constants for
 differentiation (``stop_gradient``); sigma is differentiated through the last
 product M^T v, so d sigma / d M = v u^T, the paper's gradient.
 
-The kernel is contracted in place with ``lax.dot_general``: no transpose or
-reshape of the weight is materialized, whatever its layout.
+No transposed copy of the weight is materialized: a kernel whose input axes
+and output axes are each contiguous (every dense and conv kernel of Flax,
+Haiku, torch and Equinox) is contracted as a matrix through a free reshape
+(XLA would otherwise copy a transposed conv kernel for each product), any
+other layout with ``lax.dot_general`` on its own axes.
 """
 
 from __future__ import annotations
@@ -63,22 +66,73 @@ def u_shape(kernel_shape, layout: ResolvedLayout) -> tuple[int, ...]:
   return batch_shape + (int(np.prod(out_shape, dtype=np.int64)),)
 
 
-def _matvec(kernel, u, layout: ResolvedLayout):
-  """M u: contracts the kernel's output axes with u; returns batch + in_shape."""
-  nb = len(layout.batch_axes)
-  u_axes = tuple(range(nb, nb + len(layout.out_axes)))
-  return lax.dot_general(
-      kernel, u, ((layout.out_axes, u_axes), (layout.batch_axes, tuple(range(nb))))
-  )
+class _View(NamedTuple):
+  """How the kernel is contracted: ``'io'``/``'oi'`` on a free reshape to a
+  (batch..., fan_in, fan_out) / (batch..., fan_out, fan_in) matrix, or ``'nd'``
+  on the kernel's own axes (when its input and output axes interleave)."""
+
+  kind: str
+  layout: ResolvedLayout
+  nb: int
 
 
-def _rmatvec(kernel, v, layout: ResolvedLayout):
-  """M^T v: contracts the kernel's input axes with v; returns batch + out_shape."""
+def _view(kernel, layout: ResolvedLayout):
+  """Returns ``(operand, view)``: the kernel as a matrix when that is a free reshape.
+
+  XLA lowers a matrix-vector product on a rank-2 operand to a plain gemv in
+  either orientation, but canonicalizes a contraction over several axes of a
+  higher-rank kernel by materializing a transposed copy of it (a full extra
+  pass over every conv kernel). A conv kernel's input axes are contiguous, as
+  are its output axes, so the reshape to a matrix is a bitcast.
+  """
   nb = len(layout.batch_axes)
-  v_axes = tuple(range(nb, nb + len(layout.in_axes)))
-  return lax.dot_general(
-      kernel, v, ((layout.in_axes, v_axes), (layout.batch_axes, tuple(range(nb))))
-  )
+  ins, outs = layout.in_axes, layout.out_axes
+
+  def contiguous(axes):
+    return axes == tuple(range(axes[0], axes[0] + len(axes)))
+
+  if layout.batch_axes == tuple(range(nb)) and contiguous(ins) and contiguous(outs):
+    batch_shape = kernel.shape[:nb]
+    fan_in = int(np.prod([kernel.shape[a] for a in ins], dtype=np.int64))
+    fan_out = int(np.prod([kernel.shape[a] for a in outs], dtype=np.int64))
+    if ins[0] < outs[0]:
+      return kernel.reshape(batch_shape + (fan_in, fan_out)), _View('io', layout, nb)
+    return kernel.reshape(batch_shape + (fan_out, fan_in)), _View('oi', layout, nb)
+  return kernel, _View('nd', layout, nb)
+
+
+def _vector_shape(kernel_shape, view: _View, side: str):
+  """The shape vectors take in this view: flat for a matrix view, the kernel's
+  own input / output axes for ``'nd'``."""
+  batch_shape, in_shape, out_shape = _shapes(kernel_shape, view.layout)
+  if view.kind != 'nd':
+    return batch_shape + (int(np.prod(in_shape if side == 'in' else out_shape, dtype=np.int64)),)
+  return batch_shape + (in_shape if side == 'in' else out_shape)
+
+
+def _contract(operand, x, view: _View, side: str):
+  """M u (``side='out'``: x lives on the fan-out side) or M^T v (``side='in'``)."""
+  nb = view.nb
+  batch = (tuple(range(nb)), tuple(range(nb)))
+  if view.kind == 'nd':
+    axes = view.layout.out_axes if side == 'out' else view.layout.in_axes
+    x_axes = tuple(range(nb, nb + len(axes)))
+    return lax.dot_general(operand, x, ((axes, x_axes), (view.layout.batch_axes, tuple(range(nb)))))
+  # The contracted matrix axis: the last one when x lives on that side, else the first.
+  last = (view.kind == 'io') == (side == 'out')
+  if last:
+    return lax.dot_general(operand, x, (((nb + 1,), (nb,)), batch))
+  return lax.dot_general(x, operand, (((nb,), (nb,)), batch))
+
+
+def _matvec(operand, u, view: _View):
+  """M u: returns the fan-in side vector(s)."""
+  return _contract(operand, u, view, 'out')
+
+
+def _rmatvec(operand, v, view: _View):
+  """M^T v: returns the fan-out side vector(s)."""
+  return _contract(operand, v, view, 'in')
 
 
 def _sum_sq(x, nb: int):
@@ -112,11 +166,11 @@ def _normalize(x, nb: int, eps):
   return x / _expand(jnp.maximum(norm, eps), nb, x.ndim)
 
 
-def _iterate_once(kernel, u_shaped, layout, eps):
-  """One stop-gradient power step, u -> u' (both shaped batch + out_shape)."""
-  nb = len(layout.batch_axes)
-  v = _normalize(_matvec(kernel, u_shaped, layout), nb, eps)
-  w = _rmatvec(kernel, v, layout)
+def _iterate_once(operand, u_shaped, view: _View, eps):
+  """One stop-gradient power step, u -> u' (both in the view's vector shape)."""
+  nb = view.nb
+  v = _normalize(_matvec(operand, u_shaped, view), nb, eps)
+  w = _rmatvec(operand, v, view)
   sq = _sum_sq(w, nb)
   ok = sq > eps * eps
   w_unit = w / _expand(jnp.sqrt(jnp.where(ok, sq, 1.0)), nb, w.ndim)
@@ -125,14 +179,14 @@ def _iterate_once(kernel, u_shaped, layout, eps):
 
 
 def power_iteration(
-    kernel: jax.Array,
-    u: jax.Array,
-    layout: ResolvedLayout,
-    *,
-    n_iterations: int = 1,
-    eps: float = 1e-12,
-    tol: float | None = None,
-    max_iterations: int = 100,
+  kernel: jax.Array,
+  u: jax.Array,
+  layout: ResolvedLayout,
+  *,
+  n_iterations: int = 1,
+  eps: float = 1e-12,
+  tol: float | None = None,
+  max_iterations: int = 100,
 ) -> PowerIterationResult:
   """Runs power iteration on one kernel and returns sigma and the next u.
 
@@ -162,21 +216,19 @@ def power_iteration(
     A :class:`PowerIterationResult` ``(sigma, u)``.
   """
   cdtype = compute_dtype(kernel.dtype)
-  batch_shape, _, out_shape = _shapes(kernel.shape, layout)
+  batch_shape = _shapes(kernel.shape, layout)[0]
   nb = len(batch_shape)
-  k = kernel.astype(cdtype)
+  k, view = _view(kernel.astype(cdtype), layout)
   k_const = lax.stop_gradient(k)
   u = lax.stop_gradient(u).astype(cdtype)
-  u = _reseed_if_degenerate(u).reshape(batch_shape + out_shape)
+  u = _reseed_if_degenerate(u).reshape(_vector_shape(kernel.shape, view, 'out'))
 
   n_const = n_iterations - 1
   if n_const == 1 or n_const == 2:
     for _ in range(n_const):
-      u, _ = _iterate_once(k_const, u, layout, eps)
+      u, _ = _iterate_once(k_const, u, view, eps)
   elif n_const > 2:
-    u = lax.fori_loop(
-        0, n_const, lambda _, x: _iterate_once(k_const, x, layout, eps)[0], u
-    )
+    u = lax.fori_loop(0, n_const, lambda _, x: _iterate_once(k_const, x, view, eps)[0], u)
   if tol is not None:
 
     def cond(carry):
@@ -186,17 +238,15 @@ def power_iteration(
 
     def body(carry):
       i, x, s, _ = carry
-      x_next, s_next = _iterate_once(k_const, x, layout, eps)
+      x_next, s_next = _iterate_once(k_const, x, view, eps)
       return i + 1, x_next, s_next, s
 
     zeros = jnp.zeros(batch_shape, cdtype)
-    first_u, first_s = _iterate_once(k_const, u, layout, eps)
-    _, u, _, _ = lax.while_loop(
-        cond, body, (jnp.asarray(n_iterations, jnp.int32), first_u, first_s, zeros)
-    )
+    first_u, first_s = _iterate_once(k_const, u, view, eps)
+    _, u, _, _ = lax.while_loop(cond, body, (jnp.asarray(n_iterations, jnp.int32), first_u, first_s, zeros))
 
-  v = lax.stop_gradient(_normalize(_matvec(k_const, u, layout), nb, eps))
-  w = _rmatvec(k, v, layout)
+  v = lax.stop_gradient(_normalize(_matvec(k_const, u, view), nb, eps))
+  w = _rmatvec(k, v, view)
   sq = _sum_sq(w, nb)
   ok = sq > eps * eps
   # sqrt only where it is safe, so that a zero weight has a zero, not NaN, gradient.
@@ -216,6 +266,6 @@ def scale_kernel(kernel: jax.Array, factor: jax.Array, layout: ResolvedLayout):
   cdtype = compute_dtype(kernel.dtype)
   f = factor.astype(cdtype)
   shape = [1] * kernel.ndim
-  for i, a in enumerate(layout.batch_axes):
+  for a in layout.batch_axes:
     shape[a] = kernel.shape[a]
   return (kernel.astype(cdtype) * f.reshape(shape)).astype(kernel.dtype)
