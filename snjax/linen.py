@@ -104,6 +104,7 @@ class SpectralNorm(nn.Module):
     fast_path: ``None`` (use it when exact), ``False`` (always materialize
       ``W / sigma``), ``True`` (require it: error if it does not apply).
     n_warmup_steps: power steps when the state is created (>= 0).
+    eps: an alias of ``epsilon`` (the functional core's name); wins when set.
   """
 
   layer_instance: nn.Module
@@ -117,6 +118,11 @@ class SpectralNorm(nn.Module):
   layout: LayoutOption = None
   fast_path: bool | None = None
   n_warmup_steps: int = 15
+  eps: float | None = None
+
+  @property
+  def _eps(self) -> float:
+    return self.epsilon if self.eps is None else self.eps
 
   @nn.compact
   def __call__(self, *args, update_stats: bool, **kwargs):
@@ -174,8 +180,7 @@ class SpectralNorm(nn.Module):
       value, low = getattr(self, name), 1 if name == 'n_steps' else 0
       if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f'{name} must be an int >= {low}, got {value!r}.')
-    for name in ('epsilon', 'target_norm'):
-      value = getattr(self, name)
+    for name, value in (('epsilon', self._eps), ('target_norm', self.target_norm)):
       if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ValueError(f'{name} must be a finite float > 0, got {value!r}.')
 
@@ -244,7 +249,7 @@ class SpectralNorm(nn.Module):
           f"variables of model.init (including {col!r}) to apply, not only 'params'."
         )
       u0 = jax.random.normal(self.make_rng('params'), u_shape, sdtype)
-      warm = _warmup(jax.lax.stop_gradient(kernel), u0, lay, n_iterations=max(self.n_warmup_steps, 1), eps=self.epsilon)
+      warm = _warmup(jax.lax.stop_gradient(kernel), u0, lay, n_iterations=max(self.n_warmup_steps, 1), eps=self._eps)
       u_init = warm.u if self.n_warmup_steps else u0
       u_var = self.variable(col, u_name, lambda: u_init.reshape(stored_u_shape).astype(sdtype))
       sigma_var = self.variable(col, sigma_name, lambda: warm.sigma.astype(sdtype))
@@ -256,7 +261,7 @@ class SpectralNorm(nn.Module):
       )
     if not update_stats:
       return jax.lax.stop_gradient(jnp.asarray(sigma_var.value))
-    res = power.power_iteration(kernel, u_var.value.reshape(u_shape), lay, n_iterations=self.n_steps, eps=self.epsilon)
+    res = power.power_iteration(kernel, u_var.value.reshape(u_shape), lay, n_iterations=self.n_steps, eps=self._eps)
     u_var.value = res.u.reshape(stored_u_shape).astype(sdtype)
     sigma_var.value = jax.lax.stop_gradient(res.sigma).astype(sdtype)
     return res.sigma

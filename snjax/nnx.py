@@ -88,6 +88,7 @@ class SpectralNorm(nnx.Module):
     fast_path: ``None`` (output scaling when exact), ``False`` (always
       materialize ``W / sigma``), ``True`` (require it).
     n_warmup_steps: power steps at construction (>= 0).
+    eps: an alias of ``epsilon`` (the functional core's name); wins when set.
 
   Raises:
     ValueError: bad options; a layer without a matrix parameter with
@@ -109,7 +110,9 @@ class SpectralNorm(nnx.Module):
     layout: LayoutOption = None,
     fast_path: bool | None = None,
     n_warmup_steps: int = 15,
+    eps: float | None = None,
   ):
+    epsilon = epsilon if eps is None else eps
     for name, value, low in (('n_steps', n_steps, 1), ('n_warmup_steps', n_warmup_steps, 0)):
       if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f'{name} must be an int >= {low}, got {value!r}.')

@@ -440,8 +440,9 @@ def test_errors_name_the_fix():
     SpectralNorm(nn.LayerNorm()).init(jax.random.key(0), x, update_stats=False)
   with pytest.raises(ValueError, match='n_steps must be an int >= 1'):
     SpectralNorm(nn.Dense(3), n_steps=0).init(jax.random.key(0), x, update_stats=False)
-  with pytest.raises(ValueError, match='epsilon must be'):
-    SpectralNorm(nn.Dense(3), epsilon=0.0).init(jax.random.key(0), x, update_stats=False)
+  for bad_eps in ({'epsilon': 0.0}, {'eps': -1.0}):  # eps: the core's name, an alias
+    with pytest.raises(ValueError, match='epsilon must be'):
+      SpectralNorm(nn.Dense(3), **bad_eps).init(jax.random.key(0), x, update_stats=False)
   bad = dict(variables['batch_stats'])
   bad['layer_instance/kernel/u'] = jnp.ones((1, 7))
   with pytest.raises(ValueError, match=r'expected \(1, 3\)'):

@@ -182,8 +182,9 @@ def test_errors_and_warnings():
     SpectralNorm(nnx.Conv(2, 4, (3, 3), rngs=rngs), error_on_non_matrix=True, rngs=rngs)
   with pytest.raises(ValueError, match='n_steps must be an int >= 1'):
     SpectralNorm(nnx.Linear(2, 3, rngs=rngs), n_steps=0, rngs=rngs)
-  with pytest.raises(ValueError, match='epsilon must be'):
-    SpectralNorm(nnx.Linear(2, 3, rngs=rngs), epsilon=-1.0, rngs=rngs)
+  for bad_eps in ({'epsilon': 0.0}, {'eps': -1.0}):  # eps: the core's name, an alias
+    with pytest.raises(ValueError, match='epsilon must be'):
+      SpectralNorm(nnx.Linear(2, 3, rngs=rngs), rngs=rngs, **bad_eps)
   block = nnx.Sequential(nnx.Linear(2, 3, rngs=rngs), nnx.Linear(3, 3, rngs=rngs))
   with pytest.raises(ValueError, match='fast path does not apply'):
     SpectralNorm(block, fast_path=True, rngs=rngs)(jnp.ones((1, 2)))
