@@ -85,6 +85,12 @@ def spectral_projection(
   run, or right after a large jump of the weights, may leave a norm slightly
   above ``c``; raise ``n_power_iterations`` to tighten).
 
+  For a convolution kernel, the norm capped is that of the kernel read as a
+  ``(k^d c_in) x c_out`` matrix (through ``layout``), as in spectral
+  normalization; the convolution's own operator norm can be larger (Sedghi et
+  al. 2019, https://arxiv.org/abs/1805.10408), so the layer is not guaranteed
+  c-Lipschitz. Dense layers are exact.
+
   Gouk et al. 2021, "Regularisation of neural networks by enforcing Lipschitz
   continuity" (https://arxiv.org/abs/1804.04368).
 
