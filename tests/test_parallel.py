@@ -61,6 +61,18 @@ _SCRIPT = textwrap.dedent(
             for x in leaves)
         us = [e['u'] for e in jax.tree_util.tree_leaves(state.sn_state, is_leaf=lambda e: 'u' in e)]
         out['u_shards'] = [len(u.addressable_shards) for u in us]
+        # A checkpoint of the replicated state restores replicated, equal, and training goes on from it.
+        import tempfile
+        from snjax.checkpoint import Checkpointer
+        with Checkpointer(tempfile.mkdtemp(), save_interval_steps=1) as ckpt:
+          ckpt.save(state)
+          restored = ckpt.restore(trainer.init(jax.random.key(99), gp, cp))
+        out['restored_replicated'] = all(
+            x.sharding.is_fully_replicated and len(x.sharding.device_set) == 8
+            for x in jax.tree_util.tree_leaves(restored))
+        out['restored_equal'] = all(
+            np.array_equal(np.asarray(a), np.asarray(b))
+            for a, b in zip(jax.tree_util.tree_leaves(restored), leaves))
         try:
           trainer.critic_step(state, jnp.zeros((12, 2)))
         except ValueError as e:
@@ -97,6 +109,10 @@ def test_state_and_u_vectors_are_replicated_identically(result):
   assert result['replicated']
   assert result['identical_replicas']
   assert result['u_shards'] and all(n == 8 for n in result['u_shards'])
+
+
+def test_replicated_checkpoint_round_trip(result):
+  assert result['restored_replicated'] and result['restored_equal']
 
 
 def test_indivisible_batches_are_clear_errors(result):
