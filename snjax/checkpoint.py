@@ -69,9 +69,9 @@ def _compare(saved: dict, expected: dict, where: str) -> None:
   missing = [p for p in expected if p not in saved]
   extra = [p for p in saved if p not in expected]
   differ = [
-      f'{p}: saved {tuple(saved[p][0])} {saved[p][1]}, expected {tuple(expected[p][0])} {expected[p][1]}'
-      for p in expected
-      if p in saved and (list(saved[p][0]) != list(expected[p][0]) or saved[p][1] != expected[p][1])
+    f'{p}: saved {tuple(saved[p][0])} {saved[p][1]}, expected {tuple(expected[p][0])} {expected[p][1]}'
+    for p in expected
+    if p in saved and (list(saved[p][0]) != list(expected[p][0]) or saved[p][1] != expected[p][1])
   ]
   if missing or extra or differ:
     parts = []
@@ -82,9 +82,9 @@ def _compare(saved: dict, expected: dict, where: str) -> None:
     if differ:
       parts.append('different shape or dtype: ' + '; '.join(differ[:10]) + (' ...' if len(differ) > 10 else ''))
     raise ValueError(
-        f'{where} was saved from a different model or training state than the one given to restore: '
-        + ' | '.join(parts)
-        + '. Restore into a state built with the same models, optimizers and options, or use a new directory.'
+      f'{where} was saved from a different model or training state than the one given to restore: '
+      + ' | '.join(parts)
+      + '. Restore into a state built with the same models, optimizers and options, or use a new directory.'
     )
 
 
@@ -101,12 +101,12 @@ class Checkpointer:
   """
 
   def __init__(
-      self,
-      directory: str | os.PathLike,
-      *,
-      save_interval_steps: int = 1000,
-      max_to_keep: int | None = 3,
-      async_save: bool = False,
+    self,
+    directory: str | os.PathLike,
+    *,
+    save_interval_steps: int = 1000,
+    max_to_keep: int | None = 3,
+    async_save: bool = False,
   ):
     if isinstance(save_interval_steps, bool) or not isinstance(save_interval_steps, int) or save_interval_steps < 1:
       raise ValueError(f'save_interval_steps must be an int >= 1, got {save_interval_steps!r}.')
@@ -114,11 +114,11 @@ class Checkpointer:
       raise ValueError(f'max_to_keep must be None or an int >= 1, got {max_to_keep!r}.')
     self.directory = os.fspath(os.path.abspath(directory))
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=save_interval_steps,
-        max_to_keep=max_to_keep,
-        enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True,
-        create=True,
+      save_interval_steps=save_interval_steps,
+      max_to_keep=max_to_keep,
+      enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=True,
+      create=True,
     )
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=(_STATE, _SIGNATURE))
 
@@ -143,16 +143,14 @@ class Checkpointer:
       return False
     if not bool(_all_finite(state)):
       raise NonFiniteStateError(
-          f'refusing to save a non-finite training state at step {step} to {self.directory}; '
-          f'the latest good checkpoint is step {self.manager.latest_step()}.'
+        f'refusing to save a non-finite training state at step {step} to {self.directory}; '
+        f'the latest good checkpoint is step {self.manager.latest_step()}.'
       )
     tree = flax.serialization.to_state_dict(state)
     return self.manager.save(
-        step,
-        args=ocp.args.Composite(
-            **{_STATE: ocp.args.StandardSave(tree), _SIGNATURE: ocp.args.JsonSave(_signature(tree))}
-        ),
-        force=force,
+      step,
+      args=ocp.args.Composite(**{_STATE: ocp.args.StandardSave(tree), _SIGNATURE: ocp.args.JsonSave(_signature(tree))}),
+      force=force,
     )
 
   def restore(self, template: PyTree, *, step: int | None = None) -> PyTree:

@@ -132,9 +132,9 @@ def non_saturating_generator_loss(fake_logits: jax.Array) -> jax.Array:
 
 
 LOSSES: dict[str, GANLoss] = {
-    'hinge': GANLoss(hinge_critic_loss, hinge_generator_loss),
-    'wasserstein': GANLoss(wasserstein_critic_loss, wasserstein_generator_loss),
-    'non_saturating': GANLoss(non_saturating_critic_loss, non_saturating_generator_loss),
+  'hinge': GANLoss(hinge_critic_loss, hinge_generator_loss),
+  'wasserstein': GANLoss(wasserstein_critic_loss, wasserstein_generator_loss),
+  'non_saturating': GANLoss(non_saturating_critic_loss, non_saturating_generator_loss),
 }
 """The losses by name, as accepted by ``snjax.gan_trainer(loss=...)``."""
 
@@ -152,7 +152,7 @@ def get_loss(loss: str | GANLoss) -> GANLoss:
   if isinstance(loss, tuple) and len(loss) == 2 and all(callable(f) for f in loss):
     return GANLoss(*loss)
   raise ValueError(
-      f'loss must be one of {sorted(LOSSES)} or a snjax.GANLoss(critic, generator) pair of callables, got {loss!r}.'
+    f'loss must be one of {sorted(LOSSES)} or a snjax.GANLoss(critic, generator) pair of callables, got {loss!r}.'
   )
 
 
@@ -168,13 +168,13 @@ def _input_gradients(critic_fn: CriticFn, x: jax.Array) -> jax.Array:
 
 
 def gradient_penalty(
-    critic_fn: CriticFn,
-    real: jax.Array,
-    fake: jax.Array,
-    key: jax.Array,
-    *,
-    target: float = 1.0,
-    one_sided: bool = False,
+  critic_fn: CriticFn,
+  real: jax.Array,
+  fake: jax.Array,
+  key: jax.Array,
+  *,
+  target: float = 1.0,
+  one_sided: bool = False,
 ) -> jax.Array:
   """The WGAN-GP gradient penalty: ``E[(||grad_x D(x_hat)||_2 - target)^2]``.
 

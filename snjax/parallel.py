@@ -101,9 +101,10 @@ def shard_batch(batch: PyTree, mesh: Mesh, *, batch_axis: int = 0, axis_name: st
     x = np.asarray(x) if not isinstance(x, jax.Array) else x
     if x.ndim <= batch_axis or x.shape[batch_axis] % n_shards:
       raise ValueError(
-          f'shard_batch: an array of shape {tuple(x.shape)} cannot be split along axis {batch_axis} over the '
-          f'{n_shards} devices of mesh axis {axis_name!r}' + (' in this process' if n_processes > 1 else '')
-          + '; the batch size must be a multiple of the device count.'
+        f'shard_batch: an array of shape {tuple(x.shape)} cannot be split along axis {batch_axis} over the '
+        f'{n_shards} devices of mesh axis {axis_name!r}'
+        + (' in this process' if n_processes > 1 else '')
+        + '; the batch size must be a multiple of the device count.'
       )
     if n_processes > 1:
       return jax.make_array_from_process_local_data(sharding, np.asarray(x))

@@ -28,21 +28,21 @@ from snjax import power
 from snjax.layout import LayoutOption, resolve_layout
 from snjax.selection import Selector, path_str, select_paths
 from snjax.transform import (
-    SNState,
-    _check_entry,
-    _check_options,
-    _check_state_paths,
-    _flatten,
-    _flatten_state,
-    _unflatten_state,
-    sn_init,
+  SNState,
+  _check_entry,
+  _check_options,
+  _check_state_paths,
+  _flatten,
+  _flatten_state,
+  _unflatten_state,
+  sn_init,
 )
 
 
 def _per_matrix(x: jax.Array, kernel: jax.Array, lay) -> jax.Array:
   """Reshapes a per-matrix value (shape ``batch_shape``) to broadcast against the kernel."""
   shape = [1] * kernel.ndim
-  for i, a in enumerate(lay.batch_axes):
+  for a in lay.batch_axes:
     shape[a] = kernel.shape[a]
   return x.reshape(shape)
 
@@ -60,15 +60,15 @@ class SpectralProjectionState(NamedTuple):
 
 
 def spectral_projection(
-    target_norm: float = 1.0,
-    *,
-    n_power_iterations: int = 1,
-    n_warmup_iterations: int = 15,
-    eps: float = 1e-12,
-    layout: LayoutOption = None,
-    include: str | Selector | None = None,
-    exclude: str | Selector | None = None,
-    seed: int = 0,
+  target_norm: float = 1.0,
+  *,
+  n_power_iterations: int = 1,
+  n_warmup_iterations: int = 15,
+  eps: float = 1e-12,
+  layout: LayoutOption = None,
+  include: str | Selector | None = None,
+  exclude: str | Selector | None = None,
+  seed: int = 0,
 ) -> optax.GradientTransformation:
   """Projects each selected weight onto spectral norm <= ``target_norm`` after the update.
 
@@ -119,7 +119,7 @@ def spectral_projection(
 
   def init_fn(params):
     return SpectralProjectionState(
-        sn_init(jax.random.key(seed), params, n_warmup_iterations=n_warmup_iterations, eps=eps, **common)
+      sn_init(jax.random.key(seed), params, n_warmup_iterations=n_warmup_iterations, eps=eps, **common)
     )
 
   def update_fn(updates, state, params=None):
@@ -151,4 +151,3 @@ def spectral_projection(
     return jax.tree_util.tree_unflatten(treedef, new_updates), SpectralProjectionState(_unflatten_state(new_entries))
 
   return optax.GradientTransformation(init_fn, update_fn)
-

@@ -162,23 +162,23 @@ def _check_options(n_critic, gp_weight, r1_weight, ema_decay, latent_shape):
 
 
 def gan_trainer(
-    generator_apply: ApplyFn,
-    critic_apply: ApplyFn,
-    generator_tx: optax.GradientTransformation,
-    critic_tx: optax.GradientTransformation,
-    *,
-    latent_shape: int | tuple[int, ...],
-    loss: str | _losses.GANLoss = 'hinge',
-    n_critic: int = 1,
-    gp_weight: float = 0.0,
-    gp_target: float = 1.0,
-    r1_weight: float = 0.0,
-    spectral_norm: bool | Mapping[str, Any] = True,
-    ema_decay: float | None = None,
-    latent_sampler: LatentSampler | None = None,
-    mesh: jax.sharding.Mesh | None = None,
-    data_axis: str = 'data',
-    donate: bool = False,
+  generator_apply: ApplyFn,
+  critic_apply: ApplyFn,
+  generator_tx: optax.GradientTransformation,
+  critic_tx: optax.GradientTransformation,
+  *,
+  latent_shape: int | tuple[int, ...],
+  loss: str | _losses.GANLoss = 'hinge',
+  n_critic: int = 1,
+  gp_weight: float = 0.0,
+  gp_target: float = 1.0,
+  r1_weight: float = 0.0,
+  spectral_norm: bool | Mapping[str, Any] = True,
+  ema_decay: float | None = None,
+  latent_sampler: LatentSampler | None = None,
+  mesh: jax.sharding.Mesh | None = None,
+  data_axis: str = 'data',
+  donate: bool = False,
 ) -> GANTrainer:
   """Builds the jitted GAN train step (critic, generator, combined) over a :class:`GANTrainState`.
 
@@ -271,9 +271,7 @@ def gan_trainer(
     return jax.lax.with_sharding_constraint(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
   def fake_spec(generator_params, batch_size):
-    return jax.eval_shape(
-        lambda p: generator_apply(p, sample_latent(jax.random.key(0), batch_size)), generator_params
-    )
+    return jax.eval_shape(lambda p: generator_apply(p, sample_latent(jax.random.key(0), batch_size)), generator_params)
 
   def check_batch(state, real, where):
     if not hasattr(real, 'shape') or not hasattr(real, 'dtype') or real.ndim < 1:
@@ -281,22 +279,22 @@ def gan_trainer(
     spec = fake_spec(state.generator_params, real.shape[0])
     if tuple(real.shape) != tuple(spec.shape) or real.dtype != spec.dtype:
       raise ValueError(
-          f'{where}: the real batch is {_shape_str(real)}, but the generator makes {_shape_str(spec)} '
-          f'for a batch of {real.shape[0]} latents of shape {shape}; the step was built for real batches of '
-          'that shape and dtype (cast the data, e.g. to float32, or fix latent_shape / the models).'
+        f'{where}: the real batch is {_shape_str(real)}, but the generator makes {_shape_str(spec)} '
+        f'for a batch of {real.shape[0]} latents of shape {shape}; the step was built for real batches of '
+        'that shape and dtype (cast the data, e.g. to float32, or fix latent_shape / the models).'
       )
     if mesh is not None and real.shape[0] % mesh.shape[data_axis] != 0:
       raise ValueError(
-          f'{where}: batch size {real.shape[0]} is not divisible by the {mesh.shape[data_axis]} devices '
-          f'of mesh axis {data_axis!r}.'
+        f'{where}: batch size {real.shape[0]} is not divisible by the {mesh.shape[data_axis]} devices '
+        f'of mesh axis {data_axis!r}.'
       )
 
   def scores_of(params, x):
     s = critic_apply(params, x)
     if s.shape not in ((x.shape[0],), (x.shape[0], 1)):
       raise ValueError(
-          f'critic_apply must return one score per example, shape ({x.shape[0]},) or ({x.shape[0]}, 1); '
-          f'got {tuple(s.shape)}.'
+        f'critic_apply must return one score per example, shape ({x.shape[0]},) or ({x.shape[0]}, 1); '
+        f'got {tuple(s.shape)}.'
       )
     return s.reshape(x.shape[0])
 
@@ -309,15 +307,15 @@ def gan_trainer(
     k_sn, k_rng = jax.random.split(jax.random.wrap_key_data(_key_data(key)))
     sn_state = sn.init(k_sn, critic_params) if sn is not None else {}
     state = GANTrainState(
-        step=jnp.zeros((), jnp.int32),
-        critic_updates=jnp.zeros((), jnp.int32),
-        generator_params=generator_params,
-        critic_params=critic_params,
-        generator_opt_state=generator_tx.init(generator_params),
-        critic_opt_state=critic_tx.init(critic_params),
-        sn_state=sn_state,
-        rng=jax.random.key_data(k_rng),
-        generator_ema=jax.tree_util.tree_map(jnp.array, generator_params) if ema_decay is not None else None,
+      step=jnp.zeros((), jnp.int32),
+      critic_updates=jnp.zeros((), jnp.int32),
+      generator_params=generator_params,
+      critic_params=critic_params,
+      generator_opt_state=generator_tx.init(generator_params),
+      critic_opt_state=critic_tx.init(critic_params),
+      sn_state=sn_state,
+      rng=jax.random.key_data(k_rng),
+      generator_ema=jax.tree_util.tree_map(jnp.array, generator_params) if ema_decay is not None else None,
     )
     if mesh is not None:
       from snjax.parallel import replicate as _replicate
@@ -339,9 +337,9 @@ def gan_trainer(
       adversarial = gan_loss.critic(real_scores, fake_scores)
       total = adversarial
       aux = {
-          'critic_adversarial_loss': adversarial,
-          'real_score': jnp.mean(real_scores),
-          'fake_score': jnp.mean(fake_scores),
+        'critic_adversarial_loss': adversarial,
+        'real_score': jnp.mean(real_scores),
+        'fake_score': jnp.mean(fake_scores),
       }
       if gp_weight > 0:
         gp = _losses.gradient_penalty(critic_fn, real, fake, k_gp, target=gp_target)
@@ -365,11 +363,11 @@ def gan_trainer(
       metrics['sigma_product'] = math.prod(jnp.prod(s) for s in sig.values())
     metrics['finite'] = jnp.isfinite(total) & jnp.isfinite(grad_norm) & _all_finite(params, opt_state)
     new = state._replace(
-        critic_updates=state.critic_updates + 1,
-        critic_params=params,
-        critic_opt_state=opt_state,
-        sn_state=sn_state,
-        rng=rng,
+      critic_updates=state.critic_updates + 1,
+      critic_params=params,
+      critic_opt_state=opt_state,
+      sn_state=sn_state,
+      rng=rng,
     )
     return replicate(new), metrics
 
@@ -392,12 +390,12 @@ def gan_trainer(
       ema = optax.incremental_update(params, ema, step_size=1.0 - ema_decay)
     grad_norm = optax.global_norm(grads)
     metrics = {
-        'generator_loss': value,
-        'generator_grad_norm': grad_norm,
-        'finite': jnp.isfinite(value) & jnp.isfinite(grad_norm) & _all_finite(params, opt_state),
+      'generator_loss': value,
+      'generator_grad_norm': grad_norm,
+      'finite': jnp.isfinite(value) & jnp.isfinite(grad_norm) & _all_finite(params, opt_state),
     }
     new = state._replace(
-        step=state.step + 1, generator_params=params, generator_opt_state=opt_state, rng=rng, generator_ema=ema
+      step=state.step + 1, generator_params=params, generator_opt_state=opt_state, rng=rng, generator_ema=ema
     )
     return replicate(new), metrics
 
@@ -413,10 +411,10 @@ def gan_trainer(
 
   def train_step(state: GANTrainState, real):
     stacked = (
-        real.ndim >= 2
-        and real.shape[0] == n_critic
-        and (fs := fake_spec(state.generator_params, real.shape[1])).shape == real.shape[1:]
-        and fs.dtype == real.dtype
+      real.ndim >= 2
+      and real.shape[0] == n_critic
+      and (fs := fake_spec(state.generator_params, real.shape[1])).shape == real.shape[1:]
+      and fs.dtype == real.dtype
     )
     if stacked:
       check_batch(state, real[0], 'train_step')
@@ -427,16 +425,14 @@ def gan_trainer(
         check_batch(state, real, 'train_step')
       except ValueError as e:
         raise ValueError(
-            f'{e} train_step takes a real batch (B, ...) used for all {n_critic} critic updates, or '
-            f'{n_critic} of them stacked, (n_critic={n_critic}, B, ...).'
+          f'{e} train_step takes a real batch (B, ...) used for all {n_critic} critic updates, or '
+          f'{n_critic} of them stacked, (n_critic={n_critic}, B, ...).'
         ) from None
       batch_size = real.shape[0]
       after_critic, critic_metrics = jax.lax.scan(lambda s, _: critic_update(s, real), state, None, length=n_critic)
     new, gen_metrics = generator_update(after_critic, batch_size)
     finite = jnp.all(critic_metrics.pop('finite')) & gen_metrics.pop('finite')
-    metrics = {
-        k: (v[-1] if k.startswith('sigma') else jnp.mean(v, axis=0)) for k, v in critic_metrics.items()
-    }
+    metrics = {k: (v[-1] if k.startswith('sigma') else jnp.mean(v, axis=0)) for k, v in critic_metrics.items()}
     metrics.update(gen_metrics)
     metrics['finite'] = finite
     return _select(finite, new, state), metrics
@@ -452,11 +448,11 @@ def gan_trainer(
 
   donate_argnums = (0,) if donate else ()
   return GANTrainer(
-      init=init,
-      critic_step=jax.jit(critic_step, donate_argnums=donate_argnums),
-      generator_step=jax.jit(generator_step, donate_argnums=donate_argnums),
-      train_step=jax.jit(train_step, donate_argnums=donate_argnums),
-      critic_scores=jax.jit(critic_scores),
-      sample=jax.jit(sample, static_argnames=('n', 'use_ema')),
-      n_critic=n_critic,
+    init=init,
+    critic_step=jax.jit(critic_step, donate_argnums=donate_argnums),
+    generator_step=jax.jit(generator_step, donate_argnums=donate_argnums),
+    train_step=jax.jit(train_step, donate_argnums=donate_argnums),
+    critic_scores=jax.jit(critic_scores),
+    sample=jax.jit(sample, static_argnames=('n', 'use_ema')),
+    n_critic=n_critic,
   )

@@ -20,7 +20,7 @@ from snjax.checkpoint import Checkpointer, NonFiniteStateError
 # prints each step's losses as exact float hex, saves every 2 steps, and SIGKILLs itself right after
 # the save call of step `kill_at` (asynchronous, so the save is likely half-written when it dies).
 _RUN = textwrap.dedent(
-    """
+  """
     import os, signal, sys
     import flax.linen as nn, jax, jax.numpy as jnp, optax
     import snjax
@@ -149,13 +149,16 @@ def test_restoring_another_model_is_a_clear_error(run_ns, tmp_path):
   wider = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(1)])
   g_model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
   trainer = snjax.gan_trainer(
-      lambda p, z: g_model.apply({'params': p}, z), lambda p, x: wider.apply({'params': p}, x),
-      optax.adam(1e-2), optax.adam(1e-2), latent_shape=3,
+    lambda p, z: g_model.apply({'params': p}, z),
+    lambda p, x: wider.apply({'params': p}, x),
+    optax.adam(1e-2),
+    optax.adam(1e-2),
+    latent_shape=3,
   )
   template = trainer.init(
-      jax.random.key(0),
-      g_model.init(jax.random.key(0), jnp.zeros((1, 3)))['params'],
-      wider.init(jax.random.key(1), jnp.zeros((1, 2)))['params'],
+    jax.random.key(0),
+    g_model.init(jax.random.key(0), jnp.zeros((1, 3)))['params'],
+    wider.init(jax.random.key(1), jnp.zeros((1, 2)))['params'],
   )
   with Checkpointer(tmp_path, save_interval_steps=1) as ckpt:
     with pytest.raises(ValueError, match=r'different model.*critic_params.*layers_0.*kernel.*saved \(2, 8\)'):
@@ -176,9 +179,9 @@ def test_empty_directory_restores_the_template_and_bad_options(tmp_path):
 
 def test_core_imports_without_orbax():
   code = (
-      "import sys; sys.modules['orbax'] = None; sys.modules['orbax.checkpoint'] = None\n"
-      'import snjax; snjax.gan_trainer; snjax.spectral_projection\n'
-      "assert not any(m.startswith('orbax') and sys.modules[m] is not None for m in sys.modules)\n"
+    "import sys; sys.modules['orbax'] = None; sys.modules['orbax.checkpoint'] = None\n"
+    'import snjax; snjax.gan_trainer; snjax.spectral_projection\n'
+    "assert not any(m.startswith('orbax') and sys.modules[m] is not None for m in sys.modules)\n"
   )
   env = _env()
   proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=300)
@@ -193,5 +196,3 @@ def test_nonfinite_step_then_save_keeps_the_last_good_checkpoint(run_ns, tmp_pat
   assert not bool(metrics['finite']) and int(new.step) == 0
   with Checkpointer(tmp_path, save_interval_steps=1) as ckpt:
     assert ckpt.save(new, step=1)
-
-

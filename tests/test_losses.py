@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from snjax import losses
 
 _scores = st.integers(1, 16).flatmap(
-    lambda n: st.tuples(
-        st.lists(st.floats(-20, 20, width=32), min_size=n, max_size=n),
-        st.lists(st.floats(-20, 20, width=32), min_size=n, max_size=n),
-    )
+  lambda n: st.tuples(
+    st.lists(st.floats(-20, 20, width=32), min_size=n, max_size=n),
+    st.lists(st.floats(-20, 20, width=32), min_size=n, max_size=n),
+  )
 )
 
 
@@ -27,10 +27,10 @@ def test_critic_and_generator_losses_match_numpy(pair):
   real, fake = (np.asarray(s, np.float32) for s in pair)
   r64, f64 = real.astype(np.float64), fake.astype(np.float64)
   expected = {
-      'hinge': (np.mean(np.maximum(0, 1 - r64)) + np.mean(np.maximum(0, 1 + f64)), -np.mean(f64)),
-      'wasserstein': (np.mean(f64) - np.mean(r64), -np.mean(f64)),
-      # -log sigmoid(r) - log(1 - sigmoid(f)); generator: -log sigmoid(f).
-      'non_saturating': (np.mean(_softplus(-r64)) + np.mean(_softplus(f64)), np.mean(_softplus(-f64))),
+    'hinge': (np.mean(np.maximum(0, 1 - r64)) + np.mean(np.maximum(0, 1 + f64)), -np.mean(f64)),
+    'wasserstein': (np.mean(f64) - np.mean(r64), -np.mean(f64)),
+    # -log sigmoid(r) - log(1 - sigmoid(f)); generator: -log sigmoid(f).
+    'non_saturating': (np.mean(_softplus(-r64)) + np.mean(_softplus(f64)), np.mean(_softplus(-f64))),
   }
   for name, (critic, generator) in expected.items():
     loss = losses.get_loss(name)
@@ -94,7 +94,7 @@ def test_gradient_penalty_of_linear_critic_and_its_param_gradient():
 
 def test_penalties_of_a_constant_critic_have_finite_zero_gradients():
   x = jnp.ones((3, 4))
-  const = lambda w: (lambda y: jnp.sum(y * 0.0, axis=1) + w)  # noqa: E731
+  const = lambda w: lambda y: jnp.sum(y * 0.0, axis=1) + w  # noqa: E731
   g = jax.grad(lambda w: losses.gradient_penalty(const(w), x, x, jax.random.key(0)))(1.0)
   assert np.isfinite(float(g)) and float(g) == 0.0
   assert float(losses.gradient_penalty(const(1.0), x, x, jax.random.key(0))) == pytest.approx(1.0)

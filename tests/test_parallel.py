@@ -18,7 +18,7 @@ import pytest
 import snjax
 
 _SCRIPT = textwrap.dedent(
-    """
+  """
     import json, os
     os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
     import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, optax

@@ -53,7 +53,7 @@ def _assert_trees_equal(a, b):
 def fixed_trainer():
   """A hinge SN-GAN trainer whose latents do not depend on the key, so a reference can rebuild the step."""
   return snjax.gan_trainer(
-      g_apply, d_apply, optax.adam(1e-2), optax.adam(1e-2), latent_shape=LATENT, latent_sampler=lambda k, n: _fixed_z()
+    g_apply, d_apply, optax.adam(1e-2), optax.adam(1e-2), latent_shape=LATENT, latent_sampler=lambda k, n: _fixed_z()
   )
 
 
@@ -64,8 +64,15 @@ N_CRITIC = 2
 def wgan_trainer():
   """WGAN-GP with n_critic = 2 and a generator EMA, shared by several tests (one compilation)."""
   return snjax.gan_trainer(
-      g_apply, d_apply, optax.adam(1e-2), optax.rmsprop(1e-2), latent_shape=LATENT, n_critic=N_CRITIC,
-      loss='wasserstein', gp_weight=10.0, ema_decay=0.5,
+    g_apply,
+    d_apply,
+    optax.adam(1e-2),
+    optax.rmsprop(1e-2),
+    latent_shape=LATENT,
+    n_critic=N_CRITIC,
+    loss='wasserstein',
+    gp_weight=10.0,
+    ema_decay=0.5,
   )
 
 
@@ -175,8 +182,12 @@ def test_a_small_gan_moves_the_fakes_towards_the_data(loss):
   """Real data N((3, -2), 0.1^2): after 200 steps the fake mean is much closer to it than at the start."""
   critic = nn.Sequential([nn.Dense(16), lambda x: nn.leaky_relu(x, 0.2), nn.Dense(1)])
   trainer = snjax.gan_trainer(
-      g_apply, lambda p, x: critic.apply({'params': p}, x), optax.adam(2e-2, b1=0.5), optax.adam(2e-2, b1=0.5),
-      latent_shape=LATENT, loss=loss,
+    g_apply,
+    lambda p, x: critic.apply({'params': p}, x),
+    optax.adam(2e-2, b1=0.5),
+    optax.adam(2e-2, b1=0.5),
+    latent_shape=LATENT,
+    loss=loss,
   )
   gp = G.init(jax.random.key(11), jnp.zeros((1, LATENT)))['params']
   state = trainer.init(jax.random.key(4), gp, critic.init(jax.random.key(12), jnp.zeros((1, DATA)))['params'])
@@ -206,9 +217,9 @@ def test_non_finite_step_returns_the_input_state_unchanged(wgan_trainer):
   state = trainer.init(jax.random.key(6), *_params(13))
   bad = _real(6).at[0, 0].set(jnp.nan)
   for step, real in [
-      (trainer.critic_step, bad),
-      (trainer.train_step, bad),
-      (trainer.train_step, jnp.stack([_real(7), bad])),  # the second micro-step fails: all or nothing
+    (trainer.critic_step, bad),
+    (trainer.train_step, bad),
+    (trainer.train_step, jnp.stack([_real(7), bad])),  # the second micro-step fails: all or nothing
   ]:
     new, metrics = step(state, real)
     assert not bool(metrics['finite'])
@@ -235,23 +246,24 @@ def test_bad_batches_are_clear_errors(wgan_trainer):
     trainer.train_step(state, jnp.zeros((3, B, DATA)))
   with pytest.raises(ValueError, match='generator_step: the real batch'):
     trainer.generator_step(state, jnp.zeros((B,)))
-  bad_critic = snjax.gan_trainer(g_apply, lambda p, x: d_apply(p, x)[:, 0].reshape(2, -1), optax.sgd(0.1),
-                                 optax.sgd(0.1), latent_shape=LATENT)
+  bad_critic = snjax.gan_trainer(
+    g_apply, lambda p, x: d_apply(p, x)[:, 0].reshape(2, -1), optax.sgd(0.1), optax.sgd(0.1), latent_shape=LATENT
+  )
   with pytest.raises(ValueError, match=r'critic_apply must return one score per example, shape \(8,\) or \(8, 1\)'):
     bad_critic.critic_step(state, _real(0))
 
 
 @pytest.mark.parametrize(
-    'kwargs, match',
-    [
-        (dict(n_critic=0), 'n_critic must be an int >= 1'),
-        (dict(gp_weight=-1.0), 'gp_weight must be a finite float >= 0'),
-        (dict(ema_decay=1.0), r'ema_decay must be None or a float in \[0, 1\)'),
-        (dict(latent_shape=(0,)), 'latent_shape must be a positive int'),
-        (dict(loss='lsgan'), 'loss must be one of'),
-        (dict(spectral_norm={'n_power_iterations': 0}), 'n_power_iterations must be an int >= 1'),
-        (dict(spectral_norm='yes'), 'spectral_norm must be True, False or a mapping'),
-    ],
+  'kwargs, match',
+  [
+    (dict(n_critic=0), 'n_critic must be an int >= 1'),
+    (dict(gp_weight=-1.0), 'gp_weight must be a finite float >= 0'),
+    (dict(ema_decay=1.0), r'ema_decay must be None or a float in \[0, 1\)'),
+    (dict(latent_shape=(0,)), 'latent_shape must be a positive int'),
+    (dict(loss='lsgan'), 'loss must be one of'),
+    (dict(spectral_norm={'n_power_iterations': 0}), 'n_power_iterations must be an int >= 1'),
+    (dict(spectral_norm='yes'), 'spectral_norm must be True, False or a mapping'),
+  ],
 )
 def test_bad_options_are_clear_errors(kwargs, match):
   kwargs = {'latent_shape': LATENT, **kwargs}
@@ -267,13 +279,19 @@ def test_sn_options_pass_through_and_any_optax_transformation():
     return h @ p['l2']['weight'].T
 
   k1, k2 = jax.random.split(jax.random.key(8))
-  cp = {'l1': {'weight': jax.random.normal(k1, (16, DATA)), 'bias': jnp.zeros(16)},
-        'l2': {'weight': jax.random.normal(k2, (1, 16))}}
+  cp = {
+    'l1': {'weight': jax.random.normal(k1, (16, DATA)), 'bias': jnp.zeros(16)},
+    'l2': {'weight': jax.random.normal(k2, (1, 16))},
+  }
   gp, _ = _params()
   tx = optax.MultiSteps(optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-2)), every_k_schedule=2)
   trainer = snjax.gan_trainer(
-      g_apply, torch_critic, optax.sgd(0.1), tx, latent_shape=LATENT,
-      spectral_norm={'layout': 'torch', 'target_norm': 2.0, 'n_power_iterations': 2},
+    g_apply,
+    torch_critic,
+    optax.sgd(0.1),
+    tx,
+    latent_shape=LATENT,
+    spectral_norm={'layout': 'torch', 'target_norm': 2.0, 'n_power_iterations': 2},
   )
   state = trainer.init(jax.random.key(9), gp, cp)
   assert state.sn_state['l1']['weight']['u'].shape == (16,)
@@ -285,8 +303,13 @@ def test_sn_options_pass_through_and_any_optax_transformation():
 
   # Hard projection instead of the reparametrization: the raw critic weights stay below c.
   proj = snjax.gan_trainer(
-      g_apply, d_apply, optax.adam(1e-2), optax.chain(optax.adam(5e-2), snjax.spectral_projection(0.5)),
-      latent_shape=LATENT, spectral_norm=False, loss='wasserstein',
+    g_apply,
+    d_apply,
+    optax.adam(1e-2),
+    optax.chain(optax.adam(5e-2), snjax.spectral_projection(0.5)),
+    latent_shape=LATENT,
+    spectral_norm=False,
+    loss='wasserstein',
   )
   state = proj.init(jax.random.key(10), *_params(17))
   assert state.sn_state == {}
@@ -309,7 +332,7 @@ def test_nnx_critic_plugs_in():
 
   graphdef, cp = nnx.split(Critic(nnx.Rngs(0)), nnx.Param)
   trainer = snjax.gan_trainer(
-      g_apply, lambda p, x: nnx.merge(graphdef, p)(x), optax.adam(1e-3), optax.adam(1e-3), latent_shape=LATENT
+    g_apply, lambda p, x: nnx.merge(graphdef, p)(x), optax.adam(1e-3), optax.adam(1e-3), latent_shape=LATENT
   )
   state = trainer.init(jax.random.key(11), _params()[0], cp)
   # NNX params: the kernels (not the biases) are normalized; nnx.State paths end in the Variable's 'value'.
