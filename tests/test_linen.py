@@ -454,3 +454,30 @@ def test_errors_name_the_fix():
 
 def test_exported_from_package():
   assert snjax.SpectralNorm is SpectralNorm and snjax.SNDense is SNDense and snjax.SNConv is SNConv
+
+
+def test_dense_general_batch_dims_one_sigma_per_block_and_setup_style():
+  """DenseGeneral(batch_dims=(0,)) is one matrix per batch index: one u and sigma each, every sigma the SVD's
+  top singular value of its block (materialized, as the fast path needs a single sigma); the module also
+  works bound in setup()."""
+  layer = SpectralNorm(nn.DenseGeneral(5, axis=-1, batch_dims=(0,)))
+  variables = layer.init(jax.random.key(0), _normal(1, (3, 2, 4)), update_stats=False)
+  kernel = np.asarray(_kernel(variables))
+  assert variables['batch_stats']['layer_instance/kernel/u'].shape == (3, 1, 5)
+  np.testing.assert_allclose(
+    variables['batch_stats']['layer_instance/kernel/sigma'], [_top_sv(k) for k in kernel], rtol=1e-3
+  )
+
+  class WithSetup(nn.Module):
+    def setup(self):
+      self.sn = SpectralNorm(nn.Dense(3))
+
+    def __call__(self, x, train):
+      return self.sn(x, update_stats=train)
+
+  x = _normal(2, (2, 4))
+  svars = WithSetup().init(jax.random.key(0), x, False)
+  y, _ = WithSetup().apply(svars, x, True, mutable=['batch_stats'])
+  kernel = svars['params']['sn']['layer_instance']['kernel']
+  assert y.shape == (2, 3) and svars['batch_stats']['sn']['layer_instance/kernel/u'].shape == (1, 3)
+  np.testing.assert_allclose(svars['batch_stats']['sn']['layer_instance/kernel/sigma'], _top_sv(kernel), rtol=1e-3)
