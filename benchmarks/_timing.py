@@ -27,7 +27,7 @@ def block(tree):
 
 
 def interleaved(
-  fns: Mapping[str, Callable[[], object]], *, rounds: int, inner: int, warmup: int = 2
+  fns: Mapping[str, Callable[[], object]], *, rounds: int, inner: int, warmup: int = 2, cpu: dict | None = None
 ) -> dict[str, list[float]]:
   """Times ``fns`` round-robin and returns seconds per call, one entry per round.
 
@@ -36,23 +36,31 @@ def interleaved(
     rounds: how many rounds; each round calls every function ``inner`` times.
     inner: calls per function per round (its time is the mean over them).
     warmup: untimed calls per function before the first round.
+    cpu: if a dict, it receives name -> per-round CPU time of this process
+      (all its threads) per call: on a machine shared with other jobs, the
+      work done, far less noisy than wall time (meaningless on a GPU).
 
   Returns:
-    name -> list of ``rounds`` per-call times in seconds.
+    name -> list of ``rounds`` per-call wall times in seconds.
   """
   names = list(fns)
   for name in names:
     for _ in range(warmup):
       fns[name]()
   times: dict[str, list[float]] = {n: [] for n in names}
+  if cpu is not None:
+    cpu.update({n: [] for n in names})
   for r in range(rounds):
     order = names[r % len(names) :] + names[: r % len(names)]
     for name in order:
       fn = fns[name]
+      c0 = time.process_time()
       t0 = time.perf_counter()
       for _ in range(inner):
         fn()
       times[name].append((time.perf_counter() - t0) / inner)
+      if cpu is not None:
+        cpu[name].append((time.process_time() - c0) / inner)
   return times
 
 

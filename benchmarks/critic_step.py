@@ -111,21 +111,33 @@ def _describe(spec: C.Spec) -> str:
 
 def section_step(specs, frameworks, rounds, inner, results):
   print('\n## Critic train step (hinge loss, Adam), plain vs spectral norm on every layer')
-  print('\n| critic | variant | plain step | with SN | overhead |')
-  print('|---|---|---|---|---|')
+  print('\nWall: median step time and the median per-round overhead. CPU: the same from the CPU time of this')
+  print('process (all threads), the work done, robust to other jobs on a shared machine.')
+  print('\n| critic | variant (baseline) | plain step | with SN | overhead (wall) | overhead (CPU time) |')
+  print('|---|---|---|---|---|---|')
   for spec in specs:
     runners, pairs = _variants(frameworks, spec)
-    times = T.interleaved({k: r.step for k, r in runners.items()}, rounds=rounds, inner=inner)
+    cpu: dict = {}
+    times = T.interleaved({k: r.step for k, r in runners.items()}, rounds=rounds, inner=inner, cpu=cpu)
     for sn_label, plain_label in pairs:
       over = T.paired_overhead(times[sn_label], times[plain_label])
+      over_cpu = T.paired_overhead(cpu[sn_label], cpu[plain_label])
       t_plain, t_sn = T.median(times[plain_label]), T.median(times[sn_label])
       print(
-        f'| {_describe(spec)} | {sn_label} (vs {plain_label}) | {t_plain * 1e3:.2f} ms | {t_sn * 1e3:.2f} ms '
-        f'| {over * 100:+.1f}% |',
+        f'| {_describe(spec)} | {sn_label} ({plain_label}) | {t_plain * 1e3:.2f} ms | {t_sn * 1e3:.2f} ms '
+        f'| {over * 100:+.1f}% | {over_cpu * 100:+.1f}% |',
         flush=True,
       )
       results.setdefault('step', []).append(
-        dict(critic=_describe(spec), variant=sn_label, plain=plain_label, plain_s=t_plain, sn_s=t_sn, overhead=over)
+        dict(
+          critic=_describe(spec),
+          variant=sn_label,
+          plain=plain_label,
+          plain_s=t_plain,
+          sn_s=t_sn,
+          overhead=over,
+          overhead_cpu=over_cpu,
+        )
       )
 
 
@@ -165,65 +177,72 @@ def section_memory(spec, frameworks, results):
 
 def section_sn_alone(specs, rounds, results):
   import snjax
+  from snjax import power
+  from snjax.layout import resolve_layout
 
-  print('\n## sn_apply alone vs the memory-bandwidth floor (two passes over the weights)')
-  print('\n| critic | weights | sn_apply (update) | sn_apply (eval) | floor: 2 reads | read bandwidth |')
-  print('|---|---|---|---|---|---|')
+  print('\n## Spectral norm alone (all layers, jitted) vs the memory-bandwidth floor')
+  print('\nFloors from a jitted sum (one read) and x * 2 (one read + one write) over a buffer of the same size')
+  print('as the weights: the power iteration needs two reads of every weight (M u, then M^T v), sn_apply')
+  print('also writes W / sigma (a read and a write), evaluation only that.')
+  print(
+    '\n| critic | weights | power iteration | floor: 2 reads | sn_apply | floor: 3 reads + 1 write '
+    '| sn_apply eval | floor: 1 read + 1 write |'
+  )
+  print('|---|---|---|---|---|---|---|---|')
   for spec in specs:
     model = C._flax_model(spec, 'none')
     params = C._flax_init(model, spec)['params']
     state = snjax.sn_init(jax.random.key(1), params)
-    kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params) if leaf.ndim >= 2]
-    n_bytes = sum(k.size * k.dtype.itemsize for k in kernels)
+    kernels = {k: v['kernel'] for k, v in params.items()}
+    us = {k: state[k]['kernel']['u'] for k in kernels}
+    lays = {k: resolve_layout(None, k, v) for k, v in kernels.items()}
+    n_bytes = sum(k.size * k.dtype.itemsize for k in kernels.values())
+    iterate = jax.jit(lambda ks, us: {k: power.power_iteration(ks[k], us[k], lays[k]) for k in ks})  # noqa: B023
     train = jax.jit(lambda p, s: snjax.sn_apply(p, s))
     evaluate = jax.jit(lambda p, s: snjax.sn_apply(p, s, update=False)[0])
-    x = jax.device_put(jnp.zeros(n_bytes // 4, jnp.float32))
-    reduce_fn = jax.jit(jnp.sum)
-    times = T.interleaved(
-      {
-        'train': lambda f=train, p=params, s=state: T.block(f(p, s)),
-        'eval': lambda f=evaluate, p=params, s=state: T.block(f(p, s)),
-        'read': lambda f=reduce_fn, a=x: T.block(f(a)),
-      },
-      rounds=rounds,
-      inner=10,
-    )
-    bw = n_bytes / T.median(times['read'])
-    floor = 2 * n_bytes / bw
+    x = jax.device_put(jnp.ones(n_bytes // 4, jnp.float32))
+    reduce_fn, copy_fn = jax.jit(jnp.sum), jax.jit(lambda a: a * 2.0)
+    fns = {
+      'iterate': lambda f=iterate, k=kernels, u=us: T.block(f(k, u)),
+      'train': lambda f=train, p=params, s=state: T.block(f(p, s)),
+      'eval': lambda f=evaluate, p=params, s=state: T.block(f(p, s)),
+      'read': lambda f=reduce_fn, a=x: T.block(f(a)),
+      'copy': lambda f=copy_fn, a=x: T.block(f(a)),
+    }
+    t = {k: T.median(v) for k, v in T.interleaved(fns, rounds=rounds, inner=10).items()}
+    us_ = {k: f'{v * 1e6:.0f} us' for k, v in t.items()}
     print(
-      f'| {_describe(spec)} | {n_bytes / 2**20:.2f} MiB | {T.median(times["train"]) * 1e6:.0f} us '
-      f'| {T.median(times["eval"]) * 1e6:.0f} us | {floor * 1e6:.0f} us | {bw / 1e9:.1f} GB/s |',
+      f'| {_describe(spec)} | {n_bytes / 2**20:.2f} MiB | {us_["iterate"]} | {2 * t["read"] * 1e6:.0f} us '
+      f'| {us_["train"]} | {(2 * t["read"] + t["copy"]) * 1e6:.0f} us | {us_["eval"]} | {us_["copy"]} |',
       flush=True,
     )
     results.setdefault('sn_alone', []).append(
-      dict(
-        critic=_describe(spec),
-        weight_bytes=n_bytes,
-        train_s=T.median(times['train']),
-        eval_s=T.median(times['eval']),
-        floor_s=floor,
-        read_bandwidth=bw,
-      )
+      dict(critic=_describe(spec), weight_bytes=n_bytes, read_bandwidth=n_bytes / t['read'], **t)
     )
 
 
 def section_scaling(batch_sizes, widths, frameworks, rounds, inner, results):
   print('\n## Overhead against batch size (CNN critic) and width (MLP critic, batch 256 + 256)')
+  print('\nEach cell: overhead in wall time / in CPU time (plain step time).')
   fws = [f for f in ('snjax', 'flax') if f in frameworks]
-  print('\n| critic | ' + ' | '.join(f'{lab}' for f in fws for lab in C.FRAMEWORKS[f][2]) + ' |')
   specs = [C.Spec('cnn', b) for b in batch_sizes] + [C.Spec('mlp', 256, width=w) for w in widths]
   header_done = False
   for spec in specs:
     runners, pairs = _variants(fws, spec)
     if not header_done:
+      print('\n| critic | ' + ' | '.join(sn for sn, _ in pairs) + ' |')
       print('|---|' + '---|' * len(pairs))
       header_done = True
-    times = T.interleaved({k: r.step for k, r in runners.items()}, rounds=rounds, inner=inner)
+    cpu: dict = {}
+    times = T.interleaved({k: r.step for k, r in runners.items()}, rounds=rounds, inner=inner, cpu=cpu)
     cells = []
     for sn_label, plain_label in pairs:
       over = T.paired_overhead(times[sn_label], times[plain_label])
-      cells.append(f'{over * 100:+.1f}% ({T.median(times[plain_label]) * 1e3:.1f} ms plain)')
-      results.setdefault('scaling', []).append(dict(critic=_describe(spec), variant=sn_label, overhead=over))
+      over_cpu = T.paired_overhead(cpu[sn_label], cpu[plain_label])
+      cells.append(f'{over * 100:+.1f}% / {over_cpu * 100:+.1f}% ({T.median(times[plain_label]) * 1e3:.1f} ms)')
+      results.setdefault('scaling', []).append(
+        dict(critic=_describe(spec), variant=sn_label, overhead=over, overhead_cpu=over_cpu)
+      )
     print(f'| {_describe(spec)} | ' + ' | '.join(cells) + ' |', flush=True)
 
 
