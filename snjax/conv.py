@@ -1,0 +1,607 @@
+"""The operator norm of a convolution, by power iteration on the convolution itself.
+
+Every peer library normalizes a convolution by the spectral norm of its kernel
+reshaped to a ``(k^d c_in) x c_out`` matrix. That is not the Lipschitz constant
+of the layer: the convolution is the linear map ``A: R^{n_1 x .. x n_d x c_in}
+-> R^{m_1 x .. x m_d x c_out}`` and its norm ``||A||_2`` is typically 1.2x to
+2.5x the reshaped value (Sedghi, Gupta & Long, ICLR 2019, "The Singular Values
+of Convolutional Layers", https://arxiv.org/abs/1805.10408).
+
+Here power iteration runs on A and its transpose A^T (``jax.linear_transpose``
+of ``lax.conv_general_dilated``), with the layer's real strides, padding,
+dilations, feature groups and input size. The u "vector" is an input-shaped
+array. One step is
+
+  v = A u / ||A u||,    w = A^T v,    sigma = ||w||,    u <- w / sigma,
+
+and sigma = ||A^T v|| with a unit v is a lower bound on ||A||, exactly as in
+the matrix mode (:mod:`snjax.power`): a layer divided by it is never
+over-normalized. u and v are constants for differentiation; sigma is
+differentiated through A^T v.
+
+Conventions are Flax's (``flax.linen.Conv``): kernel ``(*spatial, in/groups,
+out)``, inputs channels-last, ``input_shape`` = spatial dims + channels, no
+batch axis; padding ``'SAME'``, ``'SAME_LOWER'``, ``'VALID'``, ``'CIRCULAR'``,
+``'REFLECT'``, ``'CAUSAL'`` (1D), an int, or a sequence of ints / ``(low,
+high)`` pairs, applied exactly as ``flax.linen.Conv`` applies them.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from snjax import power
+from snjax.power import PowerIterationResult
+
+Padding = str | int | Sequence[int | tuple[int, int]]
+
+_STRING_PADDINGS = ('SAME', 'SAME_LOWER', 'VALID', 'CIRCULAR', 'REFLECT', 'CAUSAL')
+
+
+class ConvSpec(NamedTuple):
+  """What the kernel alone does not say about a convolution: its input and geometry.
+
+  Attributes:
+    input_shape: spatial dims + input channels, no batch axis, e.g. ``(32, 32, 3)``.
+    strides: an int or one int per spatial dim (Flax ``strides``).
+    padding: as ``flax.linen.Conv`` accepts it: ``'SAME'``, ``'SAME_LOWER'``,
+      ``'VALID'``, ``'CIRCULAR'``, ``'REFLECT'``, ``'CAUSAL'`` (1D only), an int,
+      or a sequence of ints / ``(low, high)`` pairs, one per spatial dim.
+    rhs_dilation: kernel dilation, an int or one per spatial dim (Flax
+      ``kernel_dilation``).
+    lhs_dilation: input dilation, an int or one per spatial dim (Flax
+      ``input_dilation``).
+    feature_group_count: feature groups (Flax ``feature_group_count``; the
+      kernel is ``(*spatial, in/groups, out)``).
+  """
+
+  input_shape: tuple[int, ...]
+  strides: int | tuple[int, ...] = 1
+  padding: Padding = 'SAME'
+  rhs_dilation: int | tuple[int, ...] = 1
+  lhs_dilation: int | tuple[int, ...] = 1
+  feature_group_count: int = 1
+
+
+class _Geometry(NamedTuple):
+  """A :class:`ConvSpec` checked against a kernel, every field explicit."""
+
+  input_shape: tuple[int, ...]
+  kernel_size: tuple[int, ...]
+  strides: tuple[int, ...]
+  padding: str | tuple[tuple[int, int], ...]
+  rhs_dilation: tuple[int, ...]
+  lhs_dilation: tuple[int, ...]
+  groups: int
+
+
+def _per_dim(value, d: int, name: str, where: str) -> tuple[int, ...]:
+  if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    out = (int(value),) * d
+  elif isinstance(value, Sequence) and len(value) == d and all(isinstance(x, (int, np.integer)) for x in value):
+    out = tuple(int(x) for x in value)
+  else:
+    raise ValueError(f'{where}: {name} must be an int or a sequence of {d} ints (one per spatial dim), got {value!r}.')
+  if any(x < 1 for x in out):
+    raise ValueError(f'{where}: {name} must be >= 1, got {value!r}.')
+  return out
+
+
+def _canonical_padding(padding, d: int, where: str):
+  if isinstance(padding, str):
+    p = padding.upper()
+    if p not in _STRING_PADDINGS:
+      raise ValueError(f'{where}: unknown padding {padding!r}; expected one of {_STRING_PADDINGS}, an int or pairs.')
+    if p == 'CAUSAL' and d != 1:
+      raise ValueError(f"{where}: padding 'CAUSAL' is only defined for 1D convolutions (as in flax.linen.Conv).")
+    return p
+  if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+    return ((int(padding), int(padding)),) * d
+  if isinstance(padding, Sequence) and len(padding) == d:
+    pads = []
+    for p in padding:
+      if isinstance(p, (int, np.integer)):
+        pads.append((int(p), int(p)))
+      elif isinstance(p, Sequence) and len(p) == 2 and all(isinstance(x, (int, np.integer)) for x in p):
+        pads.append((int(p[0]), int(p[1])))
+      else:
+        break
+    if len(pads) == d:
+      return tuple(pads)
+  raise ValueError(
+    f'{where}: invalid padding {padding!r}; expected a string, an int, or a sequence of {d} ints or (low, high) pairs.'
+  )
+
+
+def _geometry(kernel_shape: tuple[int, ...], spec: ConvSpec, where: str = 'conv') -> _Geometry:
+  """Checks ``spec`` against a Flax-layout kernel shape and makes every field explicit."""
+  if not isinstance(spec, ConvSpec):
+    raise TypeError(f'{where}: expected a snjax.ConvSpec, got {type(spec).__name__}.')
+  input_shape = tuple(int(x) for x in spec.input_shape)
+  d = len(kernel_shape) - 2
+  if d < 1:
+    raise ValueError(
+      f'{where}: a conv kernel needs ndim >= 3 (*spatial, in/groups, out), got shape {tuple(kernel_shape)}.'
+    )
+  if len(input_shape) != d + 1 or any(x < 1 for x in input_shape):
+    raise ValueError(
+      f'{where}: input_shape {spec.input_shape!r} must be {d} spatial dims + channels (no batch axis) '
+      f'for a kernel of shape {tuple(kernel_shape)}.'
+    )
+  groups = spec.feature_group_count
+  if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+    raise ValueError(f'{where}: feature_group_count must be an int >= 1, got {groups!r}.')
+  groups = int(groups)
+  c_in, c_out = kernel_shape[-2], kernel_shape[-1]
+  if c_in * groups != input_shape[-1] or c_out % groups:
+    raise ValueError(
+      f'{where}: kernel of shape {tuple(kernel_shape)} with feature_group_count={groups} expects '
+      f'{c_in * groups} input channels and an output count divisible by {groups}; input_shape {input_shape} '
+      f'has {input_shape[-1]} channels.'
+    )
+  geo = _Geometry(
+    input_shape=input_shape,
+    kernel_size=tuple(int(k) for k in kernel_shape[:d]),
+    strides=_per_dim(spec.strides, d, 'strides', where),
+    padding=_canonical_padding(spec.padding, d, where),
+    rhs_dilation=_per_dim(spec.rhs_dilation, d, 'rhs_dilation', where),
+    lhs_dilation=_per_dim(spec.lhs_dilation, d, 'lhs_dilation', where),
+    groups=groups,
+  )
+  out = _output_struct(kernel_shape, geo)
+  if any(s < 1 for s in out.shape):
+    raise ValueError(f'{where}: the convolution of an input of shape {input_shape} is empty (output {out.shape}).')
+  return geo
+
+
+def _conv(kernel: jax.Array, x: jax.Array, geo: _Geometry) -> jax.Array:
+  """The convolution of one input (no batch axis), exactly as ``flax.linen.Conv`` computes it."""
+  d = len(geo.kernel_size)
+  x = x[None]
+  padding = geo.padding
+  if padding in ('CIRCULAR', 'REFLECT'):
+    dilated = [(k - 1) * r + 1 for k, r in zip(geo.kernel_size, geo.rhs_dilation, strict=False)]
+    pads = [(0, 0)] + [((k - 1) // 2, k // 2) for k in dilated] + [(0, 0)]
+    x = jnp.pad(x, pads, mode='wrap' if padding == 'CIRCULAR' else 'reflect')
+    padding = 'VALID'
+  elif padding == 'CAUSAL':
+    x = jnp.pad(x, [(0, 0), (geo.rhs_dilation[0] * (geo.kernel_size[0] - 1), 0), (0, 0)])
+    padding = 'VALID'
+  elif not isinstance(padding, str):
+    padding = list(padding)
+  spatial = tuple(range(1, d + 1))
+  dn = lax.ConvDimensionNumbers(
+    lhs_spec=(0, d + 1) + spatial, rhs_spec=(d + 1, d) + tuple(range(d)), out_spec=(0, d + 1) + spatial
+  )
+  y = lax.conv_general_dilated(
+    x,
+    kernel,
+    geo.strides,
+    padding,
+    lhs_dilation=geo.lhs_dilation,
+    rhs_dilation=geo.rhs_dilation,
+    dimension_numbers=dn,
+    feature_group_count=geo.groups,
+    precision=lax.Precision.HIGHEST,
+  )
+  return y[0]
+
+
+def conv_output_shape(kernel_shape: tuple[int, ...], spec: ConvSpec) -> tuple[int, ...]:
+  """The output shape (spatial dims + output channels) of the convolution ``spec`` describes."""
+  geo = _geometry(tuple(kernel_shape), spec)
+  return tuple(_output_struct(tuple(kernel_shape), geo).shape)
+
+
+def _output_struct(kernel_shape, geo: _Geometry):
+  k = jax.ShapeDtypeStruct(tuple(kernel_shape), jnp.float32)
+  x = jax.ShapeDtypeStruct(geo.input_shape, jnp.float32)
+  return jax.eval_shape(lambda kk, xx: _conv(kk, xx, geo), k, x)
+
+
+def conv_apply(kernel: jax.Array, x: jax.Array, spec: ConvSpec) -> jax.Array:
+  """Applies the convolution ``spec`` describes to one input ``x`` of shape ``spec.input_shape``.
+
+  The same map as ``flax.linen.Conv`` (no bias) on one example; for tests and for
+  building dense references.
+  """
+  return _conv(kernel, x, _geometry(tuple(kernel.shape), spec))
+
+
+def _linear_maps(kernel, geo: _Geometry, dtype):
+  def forward(x):
+    return _conv(kernel, x, geo)
+
+  transpose = jax.linear_transpose(forward, jax.ShapeDtypeStruct(geo.input_shape, dtype))
+  return forward, lambda y: transpose(y)[0]
+
+
+def _unit(x, eps):
+  n = jnp.sqrt(jnp.sum(jnp.square(x)))
+  return x / jnp.maximum(n, eps)
+
+
+def _step(kernel_const, u, geo, eps):
+  """One stop-gradient power step u -> u' on the convolution; returns (u', sigma)."""
+  forward, transpose = _linear_maps(kernel_const, geo, u.dtype)
+  v = _unit(forward(u), eps)
+  w = transpose(v)
+  sq = jnp.sum(jnp.square(w))
+  ok = sq > eps * eps
+  # A collapsed product (zero kernel) keeps the previous u instead of zeroing it.
+  u_next = jnp.where(ok, w / jnp.sqrt(jnp.where(ok, sq, 1.0)), u)
+  return u_next, jnp.sqrt(sq)
+
+
+def _reseed_if_degenerate(u):
+  sq = jnp.sum(jnp.square(u))
+  bad = ~(jnp.isfinite(sq) & (sq > 0))
+  fallback = power.fallback_u((u.size,), u.dtype).reshape(u.shape)
+  return jnp.where(bad, fallback, u)
+
+
+def _to_flax_layout(kernel: jax.Array, torch_layout: bool) -> jax.Array:
+  if not torch_layout:
+    return kernel
+  # PyTorch / Equinox (out, in/groups, *spatial) -> Flax (*spatial, in/groups, out).
+  return jnp.transpose(kernel, tuple(range(2, kernel.ndim)) + (1, 0))
+
+
+def conv_power_iteration(
+  kernel: jax.Array,
+  u: jax.Array,
+  spec: ConvSpec,
+  *,
+  n_iterations: int = 1,
+  eps: float = 1e-12,
+  tol: float | None = None,
+  max_iterations: int = 100,
+  torch_layout: bool = False,
+) -> PowerIterationResult:
+  """Power iteration on the convolution operator; the conv analogue of :func:`snjax.power_iteration`.
+
+  Steps 1 .. n-1 are constant (``stop_gradient``) iterations; with ``tol`` they
+  continue in a ``lax.while_loop`` until sigma's relative change is at most
+  ``tol`` (or ``max_iterations`` steps ran). The last step computes
+  ``w = A^T v`` differentiably with respect to the kernel and returns
+  ``sigma = max(||w||, eps) <= ||A||``. A zero or non-finite u is reseeded; a
+  zero kernel keeps u and gives sigma = eps (never NaN).
+
+  Args:
+    kernel: the conv kernel, ``(*spatial, in/groups, out)`` (or PyTorch's
+      ``(out, in/groups, *spatial)`` with ``torch_layout=True``).
+    u: the current input-shaped vector, shape ``spec.input_shape``.
+    spec: the convolution's geometry.
+    n_iterations: power steps in this call, >= 1.
+    eps: floor of the vector norms and of sigma.
+    tol: optional relative tolerance on sigma (iterate to convergence).
+    max_iterations: cap on the steps when ``tol`` is given.
+    torch_layout: the kernel is in PyTorch / Equinox layout.
+
+  Returns:
+    ``PowerIterationResult(sigma, u)``: sigma a scalar (differentiable), u the
+    next unit input-shaped vector (constant).
+  """
+  kernel = _to_flax_layout(kernel, torch_layout)
+  geo = _geometry(tuple(kernel.shape), spec)
+  cdtype = power.compute_dtype(kernel.dtype)
+  k = kernel.astype(cdtype)
+  k_const = lax.stop_gradient(k)
+  u = _reseed_if_degenerate(lax.stop_gradient(u).astype(cdtype).reshape(geo.input_shape))
+  n_const = n_iterations - 1
+  if 0 < n_const <= 2:
+    for _ in range(n_const):
+      u, _ = _step(k_const, u, geo, eps)
+  elif n_const > 2:
+    u = lax.fori_loop(0, n_const, lambda _, x: _step(k_const, x, geo, eps)[0], u)
+  if tol is not None:
+
+    def cond(carry):
+      i, _, s, s_prev = carry
+      return (i < max_iterations) & (jnp.abs(s - s_prev) > tol * jnp.maximum(s, eps))
+
+    def body(carry):
+      i, x, s, _ = carry
+      x_next, s_next = _step(k_const, x, geo, eps)
+      return i + 1, x_next, s_next, s
+
+    first_u, first_s = _step(k_const, u, geo, eps)
+    _, u, _, _ = lax.while_loop(
+      cond, body, (jnp.asarray(n_iterations, jnp.int32), first_u, first_s, jnp.zeros((), cdtype))
+    )
+  forward, _ = _linear_maps(k_const, geo, cdtype)
+  v = lax.stop_gradient(_unit(forward(u), eps))
+  _, transpose = _linear_maps(k, geo, cdtype)
+  w = transpose(v)
+  sq = jnp.sum(jnp.square(w))
+  ok = sq > eps * eps
+  # sqrt only where it is safe, so that a zero kernel has a zero, not NaN, gradient.
+  norm = jnp.sqrt(jnp.where(ok, sq, 1.0))
+  sigma = jnp.where(ok, norm, eps)
+  u_next = lax.stop_gradient(jnp.where(ok, w / norm, u))
+  return PowerIterationResult(sigma, u_next)
+
+
+def random_unit_input(key: jax.Array, input_shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+  """A random unit-norm array of ``input_shape``: a starting u for :func:`conv_power_iteration`."""
+  u = jax.random.normal(key, tuple(input_shape), dtype)
+  return u / jnp.linalg.norm(u.ravel())
+
+
+def _lanczos_restart(matvec, u, n_steps: int, eps):
+  """``n_steps`` of Lanczos on the symmetric PSD map ``matvec`` from unit ``u``.
+
+  The Krylov basis is fully reorthogonalized, and the Ritz pair comes from the
+  projected matrix ``Q (matvec Q)^T`` itself (Rayleigh-Ritz, robust to
+  breakdown), so the largest Ritz value never exceeds the largest eigenvalue.
+  Returns it and its unit Ritz vector.
+  """
+  shape, n = u.shape, u.size
+  basis = jnp.zeros((n_steps, n), u.dtype).at[0].set(u.ravel())
+  images = jnp.zeros((n_steps, n), u.dtype)
+
+  def body(j, carry):
+    basis, images = carry
+    w = matvec(basis[j].reshape(shape)).ravel()
+    images = images.at[j].set(w)
+    scale = jnp.linalg.norm(w)
+    # Orthogonalize against every vector so far (later rows are still zero), twice.
+    w = w - basis.T @ (basis @ w)
+    w = w - basis.T @ (basis @ w)
+    b = jnp.linalg.norm(w)
+    ok = (b > 64 * eps * scale) & (j + 1 < n_steps)
+    basis = basis.at[jnp.minimum(j + 1, n_steps - 1)].set(
+      jnp.where(ok, w / jnp.where(ok, b, 1.0), basis[jnp.minimum(j + 1, n_steps - 1)])
+    )
+    return basis, images
+
+  basis, images = lax.fori_loop(0, n_steps, body, (basis, images))
+  projected = basis @ images.T
+  values, vectors = jnp.linalg.eigh(0.5 * (projected + projected.T))
+  ritz = basis.T @ vectors[:, -1]
+  return values[-1], _unit(ritz, eps).reshape(shape)
+
+
+def conv_operator_norm(
+  kernel: jax.Array,
+  input_shape: Sequence[int],
+  *,
+  strides: int | Sequence[int] = 1,
+  padding: Padding = 'SAME',
+  rhs_dilation: int | Sequence[int] = 1,
+  lhs_dilation: int | Sequence[int] = 1,
+  feature_group_count: int = 1,
+  tol: float = 1e-6,
+  max_iterations: int = 2000,
+  key: jax.Array | None = None,
+  method: str = 'lanczos',
+) -> jax.Array:
+  """The operator (spectral) norm ``||A||_2`` of a 1D/2D/3D convolution, to a tolerance.
+
+  ``A x = conv(x, kernel)`` as ``flax.linen.Conv`` computes it on one input of
+  ``input_shape`` (spatial dims + channels), the transpose ``A^T`` by
+  ``jax.linear_transpose``. From a random start, iterations on ``A^T A`` run in
+  a ``lax.while_loop`` until sigma's relative change is at most ``tol``:
+
+  * ``method='lanczos'`` (default): explicitly restarted Lanczos (32 steps per
+    restart, full reorthogonalization), a Krylov-accelerated power iteration:
+    on large inputs, where the top of a convolution's spectrum is dense, it
+    needs far fewer products than power iteration;
+  * ``method='power'``: plain power iteration, one product per step.
+
+  Either way the result is ``||A^T v||`` for a unit ``v = A u / ||A u||``: a
+  lower bound on the norm (never above it, up to rounding), which converges to
+  it. Computation is in float32, or float64 when the kernel is float64
+  (``jax_enable_x64``). Differentiable with respect to the kernel (the
+  converged u and v are constants). For a certified *upper* bound see
+  :func:`snjax.conv_norm_bound`.
+
+  Args:
+    kernel: ``(*spatial, in/groups, out)``, Flax layout.
+    input_shape: spatial dims + input channels, no batch axis.
+    strides: an int or one per spatial dim.
+    padding: as ``flax.linen.Conv`` accepts it (see :class:`ConvSpec`).
+    rhs_dilation: kernel dilation.
+    lhs_dilation: input dilation.
+    feature_group_count: feature groups.
+    tol: relative change of sigma (between restarts, or steps) at which to stop.
+    max_iterations: cap on the products with ``A^T A``.
+    key: PRNG key of the random start (default: ``jax.random.key(0)``).
+    method: ``'lanczos'`` or ``'power'``.
+
+  Returns:
+    A scalar array: the estimate of ``||A||_2``.
+
+  Raises:
+    ValueError: a kernel / input_shape / option mismatch (the message says
+      which and what was expected).
+  """
+  spec = ConvSpec(tuple(input_shape), strides, padding, rhs_dilation, lhs_dilation, feature_group_count)
+  geo = _geometry(tuple(kernel.shape), spec, 'conv_operator_norm')
+  if not (isinstance(tol, (int, float)) and tol > 0):
+    raise ValueError(f'conv_operator_norm: tol must be a float > 0, got {tol!r}.')
+  if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
+    raise ValueError(f'conv_operator_norm: max_iterations must be an int >= 1, got {max_iterations!r}.')
+  if method not in ('lanczos', 'power'):
+    raise ValueError(f"conv_operator_norm: method must be 'lanczos' or 'power', got {method!r}.")
+  key = jax.random.key(0) if key is None else key
+  cdtype = power.compute_dtype(kernel.dtype)
+  u0 = random_unit_input(key, spec.input_shape, cdtype)
+  if method == 'power':
+    return conv_power_iteration(kernel, u0, spec, n_iterations=1, tol=tol, max_iterations=max_iterations).sigma
+  eps = float(jnp.finfo(cdtype).eps)
+  k_const = lax.stop_gradient(kernel.astype(cdtype))
+  forward, transpose = _linear_maps(k_const, geo, cdtype)
+  n_steps = int(min(32, u0.size, max_iterations))
+
+  def cond(carry):
+    i, _, theta, theta_prev = carry
+    return (i * n_steps < max_iterations) & (jnp.abs(theta - theta_prev) > 2 * tol * theta)
+
+  def body(carry):
+    i, u, theta, _ = carry
+    theta_next, u_next = _lanczos_restart(lambda x: transpose(forward(x)), u, n_steps, eps)
+    return i + 1, u_next, jnp.maximum(theta_next, theta), theta
+
+  zero = jnp.zeros((), cdtype)
+  _, u, _, _ = lax.while_loop(cond, body, (jnp.asarray(0), u0, zero, -jnp.ones((), cdtype)))
+  return conv_power_iteration(kernel, u, spec, n_iterations=1).sigma
+
+
+ConvOption = Mapping[str, ConvSpec] | None
+"""The ``conv`` option of :func:`snjax.sn_init` / :func:`snjax.sn_apply`: ``{path regex: ConvSpec}``.
+
+The first regex found (``re.search``) in a selected leaf's path puts that leaf
+in conv mode; other leaves keep the matrix mode."""
+
+
+def resolve_conv_spec(conv: ConvOption, path: str) -> ConvSpec | None:
+  """The :class:`ConvSpec` of a leaf under the ``conv`` option, or ``None`` (matrix mode)."""
+  if conv is None:
+    return None
+  if not isinstance(conv, Mapping):
+    raise TypeError(f'conv must be a mapping {{path regex: snjax.ConvSpec}}, got {type(conv).__name__}.')
+  for pattern, spec in conv.items():
+    if re.search(pattern, path):
+      if not isinstance(spec, ConvSpec):
+        raise TypeError(f'conv[{pattern!r}] (matching {path}) must be a snjax.ConvSpec, got {type(spec).__name__}.')
+      return spec
+  return None
+
+
+def conv_layout_is_torch(path: str, kernel_ndim: int, out_axes: tuple[int, ...], batch_axes: tuple[int, ...]) -> bool:
+  """Whether a conv-mode leaf is in PyTorch layout (output axis 0) or Flax layout (output axis last).
+
+  Raises:
+    ValueError: any other layout (a conv kernel has one output axis, no batch axes).
+  """
+  if not batch_axes and out_axes == (kernel_ndim - 1,):
+    return False
+  if not batch_axes and out_axes == (0,):
+    return True
+  raise ValueError(
+    f'{path}: conv mode needs a conv kernel with its output axis last (Flax, Haiku) or first (PyTorch, '
+    f'Equinox) and no batch axes; the layout gives output axes {out_axes} and batch axes {batch_axes}.'
+  )
+
+
+def conv_specs(model: Any, *args: Any, **kwargs: Any) -> dict[str, ConvSpec]:
+  """Reads the :class:`ConvSpec` of every ``flax.linen.Conv`` in a model from one sample call.
+
+  Runs ``model.init`` abstractly (``jax.eval_shape``: no FLOPs, no memory) on
+  the sample inputs and records, for each ``nn.Conv``, its input shape (spatial
+  + channels) and its strides, padding, dilations and feature groups.
+
+  Args:
+    model: a ``flax.linen.Module``.
+    *args: sample inputs, as for ``model.init(key, *args)`` (the batch size
+      does not matter).
+    **kwargs: keyword arguments of the call.
+
+  Returns:
+    ``{path regex: ConvSpec}``, ready for the ``conv`` option of
+    :func:`snjax.sn_init` / :func:`snjax.sn_apply` and for
+    :func:`snjax.lipschitz_report`; the regex matches the kernel's path in
+    ``variables['params']`` (or in ``variables``).
+
+  Raises:
+    ValueError: one ``nn.Conv`` called on inputs of different shapes.
+  """
+  import flax.linen as nn
+
+  found: dict[str, ConvSpec] = {}
+
+  def interceptor(next_fun, call_args, call_kwargs, context):
+    module = context.module
+    if type(module) is nn.Conv and context.method_name == '__call__' and call_args:
+      ks = module.kernel_size
+      ks = (ks,) if isinstance(ks, int) else tuple(ks)
+      x = call_args[0]
+      spec = ConvSpec(
+        input_shape=tuple(int(s) for s in x.shape[-(len(ks) + 1) :]),
+        strides=1 if module.strides is None else module.strides,
+        padding=module.padding,
+        rhs_dilation=1 if module.kernel_dilation is None else module.kernel_dilation,
+        lhs_dilation=1 if module.input_dilation is None else module.input_dilation,
+        feature_group_count=module.feature_group_count,
+      )
+      path = '/'.join(str(p) for p in module.path) + '/kernel'
+      pattern = '(^|/)' + re.escape(path) + '$'
+      if pattern in found and found[pattern] != spec:
+        raise ValueError(f'{path}: the convolution is called on inputs of different shapes; pass conv specs by hand.')
+      found[pattern] = spec
+    return next_fun(*call_args, **call_kwargs)
+
+  with nn.intercept_methods(interceptor):
+    jax.eval_shape(lambda: model.init(jax.random.key(0), *args, **kwargs))
+  return found
+
+
+# --- conv mode of the transform (used by snjax.transform.sn_init / sn_apply) ---
+
+
+def _conv_mode_geometry(path: str, leaf: Any, lay: Any, spec: ConvSpec) -> tuple[_Geometry, bool]:
+  torch_layout = conv_layout_is_torch(path, leaf.ndim, lay.out_axes, lay.batch_axes)
+  shape = tuple(leaf.shape)
+  if torch_layout:
+    shape = shape[2:] + (shape[1], shape[0])
+  return _geometry(shape, spec, path), torch_layout
+
+
+def _iterate_geometry(kernel, u, geo: _Geometry, torch_layout: bool, n_iterations, eps, tol, max_iterations):
+  """:func:`conv_power_iteration` on an already checked geometry (hashable, so usable as a static argument)."""
+  spec = ConvSpec(geo.input_shape, geo.strides, geo.padding, geo.rhs_dilation, geo.lhs_dilation, geo.groups)
+  return conv_power_iteration(
+    kernel,
+    u,
+    spec,
+    n_iterations=n_iterations,
+    eps=eps,
+    tol=tol,
+    max_iterations=max_iterations,
+    torch_layout=torch_layout,
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _init_conv_leaf(key, kernel, geo, torch_layout, n_warmup_iterations, eps):
+  cdtype = power.compute_dtype(kernel.dtype)
+  u = random_unit_input(key, geo.input_shape, cdtype)
+  res = _iterate_geometry(kernel, u, geo, torch_layout, max(n_warmup_iterations, 1), eps, None, 1)
+  return (u if n_warmup_iterations == 0 else res.u), res.sigma
+
+
+def conv_init_entry(key, leaf, path: str, lay, spec: ConvSpec, n_warmup_iterations: int, eps: float) -> dict:
+  """The state entry ``{'u': input-shaped, 'sigma': scalar}`` of a conv-mode leaf, after warm-up steps."""
+  geo, torch_layout = _conv_mode_geometry(path, leaf, lay, spec)
+  u, sigma = _init_conv_leaf(key, lax.stop_gradient(leaf), geo, torch_layout, n_warmup_iterations, eps)
+  return {'u': u, 'sigma': sigma}
+
+
+def conv_apply_entry(
+  leaf, entry, path: str, lay, spec: ConvSpec, *, update, n_power_iterations, eps, target_norm, tol, max_iterations
+):
+  """Normalizes one conv-mode leaf by its operator norm; returns ``(normalized leaf, new entry or None)``."""
+  geo, torch_layout = _conv_mode_geometry(path, leaf, lay, spec)
+  if 'u' not in entry or 'sigma' not in entry:
+    raise ValueError(f"{path}: state entry must hold 'u' and 'sigma', got keys {sorted(entry)}.")
+  if tuple(entry['u'].shape) != geo.input_shape or tuple(jnp.shape(entry['sigma'])) != ():
+    raise ValueError(
+      f'{path}: conv-mode state must hold an input-shaped u {geo.input_shape} and a scalar sigma, got u '
+      f'{tuple(entry["u"].shape)} and sigma {tuple(jnp.shape(entry["sigma"]))}. Was the state made without '
+      'the same conv= option (or for another input size)?'
+    )
+  if update:
+    res = _iterate_geometry(leaf, entry['u'], geo, torch_layout, n_power_iterations, eps, tol, max_iterations)
+    sigma, new_entry = res.sigma, {'u': res.u, 'sigma': lax.stop_gradient(res.sigma)}
+  else:
+    sigma, new_entry = lax.stop_gradient(jnp.asarray(entry['sigma'])), None
+  return power.scale_kernel(leaf, target_norm / sigma, lay), new_entry
