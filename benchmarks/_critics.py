@@ -15,6 +15,7 @@ for torch. Peers are imported here only, never by ``snjax``.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,12 +44,14 @@ class Runner:
 
   Attributes:
     step: runs one training step to completion (blocking).
-    lower: for JAX variants, ``() -> jax.stages.Lowered`` of the step (for
-      compile times and memory analysis); ``None`` for torch.
+    compile_s: for JAX variants, the seconds ``lower(...).compile()`` of the
+      step took (the executable ``step`` then runs); ``None`` for torch.
+    memory: for JAX variants, XLA's memory analysis of that executable.
   """
 
   step: Callable[[], Any]
-  lower: Callable[[], Any] | None = None
+  compile_s: float | None = None
+  memory: Any = None
 
 
 def hinge_loss(d_real, d_fake):
@@ -83,14 +86,16 @@ def _jax_runner(loss_fn, params, aux, spec: Spec, channels_first: bool = False) 
     updates, opt_state = opt.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state, aux), loss
 
-  jitted = jax.jit(train_step, donate_argnums=0)
-  box = {'carry': (params, opt.init(params), aux)}
+  box = {'carry': jax.block_until_ready((params, opt.init(params), aux))}
+  t0 = time.perf_counter()
+  compiled = jax.jit(train_step, donate_argnums=0).lower(box['carry'], real, fake).compile()
+  compile_s = time.perf_counter() - t0
 
   def step():
-    box['carry'], loss = jitted(box['carry'], real, fake)
+    box['carry'], loss = compiled(box['carry'], real, fake)
     jax.block_until_ready((box['carry'], loss))
 
-  return Runner(step, lambda: jax.jit(train_step, donate_argnums=0).lower(box['carry'], real, fake))
+  return Runner(step, compile_s, compiled.memory_analysis())
 
 
 # ----------------------------------------------------------------------------- Flax (linen)

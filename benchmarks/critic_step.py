@@ -84,8 +84,18 @@ def _available(framework: str) -> bool:
   return True
 
 
+_CACHE: dict = {}
+
+
 def _variants(frameworks, spec):
-  """Builds {label: Runner} and the pairs (sn_label, plain_label) to compare."""
+  """Builds {label: Runner} and the pairs (sn_label, plain_label) to compare (cached per spec)."""
+  key = (tuple(frameworks), repr(spec))
+  if key not in _CACHE:
+    _CACHE[key] = _build_variants(frameworks, spec)
+  return _CACHE[key]
+
+
+def _build_variants(frameworks, spec):
   runners, pairs = {}, []
   for fw in frameworks:
     if not _available(fw):
@@ -141,27 +151,27 @@ def section_step(specs, frameworks, rounds, inner, results):
       )
 
 
-def section_compile(specs, frameworks, repeats, results):
-  print(f'\n## jit compile time of the train step (lower + compile, best of {repeats})')
+def section_compile(specs, frameworks, results):
+  print('\n## jit compile time of the train step (lower + compile, one fresh compilation each)')
   print('\n| critic | variant | compile |')
   print('|---|---|---|')
   for spec in specs:
-    runners, _ = _variants([f for f in frameworks if f != 'torch'], spec)
+    runners, _ = _variants(frameworks, spec)
     for label, runner in runners.items():
-      t = T.timed_min(lambda r=runner: r.lower().compile(), repeats)
-      print(f'| {_describe(spec)} | {label} | {t:.2f} s |', flush=True)
-      results.setdefault('compile', []).append(dict(critic=_describe(spec), variant=label, compile_s=t))
+      if runner.compile_s is None:
+        continue
+      print(f'| {_describe(spec)} | {label} | {runner.compile_s:.2f} s |', flush=True)
+      results.setdefault('compile', []).append(dict(critic=_describe(spec), variant=label, compile_s=runner.compile_s))
 
 
 def section_memory(spec, frameworks, results):
-  print('\n## Memory of the compiled train step (XLA memory analysis)')
+  print('\n## Memory of the compiled train step (XLA memory analysis; the train state is donated)')
   print('\n| critic | variant | arguments | temporaries | peak (args + out - aliased + temps) |')
   print('|---|---|---|---|---|')
-  runners, _ = _variants([f for f in frameworks if f != 'torch'], spec)
+  runners, _ = _variants(frameworks, spec)
   for label, runner in runners.items():
-    m = runner.lower().compile().memory_analysis()
+    m = runner.memory
     if m is None:
-      print(f'| {_describe(spec)} | {label} | n/a | n/a | n/a |')
       continue
     peak = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
     mib = 1 / 2**20
@@ -272,16 +282,19 @@ def main(argv=None) -> int:
   specs = [C.Spec(c, args.cnn_batch if c == 'cnn' else args.mlp_batch) for c in critics]
 
   print(f'# snjax critic-step benchmark ({time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})')
-  print(f'machine: {_machine()}\nversions: {_versions()}')
+  import os
+
+  load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
+  print(f'machine: {_machine()}; load average at start: {load}\nversions: {_versions()}')
   print(f'rounds {rounds} x {inner} steps per variant, interleaved; medians; command: {" ".join(sys.argv)}')
   np.random.seed(0)
   results: dict = {}
   if 'step' in sections:
     section_step(specs, frameworks, rounds, inner, results)
   if 'compile' in sections:
-    section_compile(specs, frameworks, 1 if args.quick else 2, results)
+    section_compile(specs, frameworks, results)
   if 'memory' in sections and 'cnn' in critics:
-    section_memory(C.Spec('cnn', args.cnn_batch), frameworks, results)
+    section_memory(next(s for s in specs if s.critic == 'cnn'), frameworks, results)
   if 'sn_alone' in sections:
     section_sn_alone(specs, max(rounds, 5), results)
   if 'scaling' in sections:
