@@ -266,6 +266,8 @@ def main(argv=None) -> int:
   parser.add_argument('--sections', default=','.join(SECTIONS), help='comma list of ' + ', '.join(SECTIONS))
   parser.add_argument('--cnn-batch', type=int, default=16, help='CNN batch per side (real, fake)')
   parser.add_argument('--mlp-batch', type=int, default=256, help='MLP batch per side (real, fake)')
+  parser.add_argument('--scaling-batches', default=None, help='CNN batches per side for the scaling sweep (4,16,64)')
+  parser.add_argument('--scaling-widths', default=None, help='MLP widths for the scaling sweep (128,512,1024)')
   parser.add_argument('--json', default=None, help='also write the results to this JSON file')
   args = parser.parse_args(argv)
 
@@ -300,6 +302,10 @@ def main(argv=None) -> int:
   if 'scaling' in sections:
     batch_sizes = (4, 16) if args.quick else (4, 16, 64)
     widths = (128, 512) if args.quick else (128, 512, 1024)
+    if args.scaling_batches:
+      batch_sizes = tuple(int(b) for b in args.scaling_batches.split(','))
+    if args.scaling_widths:
+      widths = tuple(int(w) for w in args.scaling_widths.split(','))
     section_scaling(batch_sizes, widths, frameworks, max(rounds // 2, 3), inner, results)
   if args.json:
     Path(args.json).write_text(json.dumps(results, indent=1))
