@@ -86,8 +86,7 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope='module')
-def result():
+def _run_on_eight_devices():
   env = dict(os.environ)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env['PYTHONPATH'] = root + os.pathsep + env.get('PYTHONPATH', '')
@@ -98,24 +97,21 @@ def result():
   return json.loads(line[len('RESULT') :])
 
 
-def test_eight_devices_match_one_device(result):
+def test_eight_devices_match_one_device_and_replicas_stay_identical():
+  """One test (one subprocess, however pytest-xdist splits the tests): every property of the 8-device run."""
+  result = _run_on_eight_devices()
+  # The same losses and final state as on one device, up to the order of floating-point sums.
   single = result['single']
   np.testing.assert_allclose(result['mesh8']['losses'], single['losses'], rtol=1e-5, atol=1e-6)
   for a, b in zip(result['mesh8']['leaves'], single['leaves'], strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-
-
-def test_state_and_u_vectors_are_replicated_identically(result):
+  # Params, opt states, RNG and every u vector: replicated on the 8 devices, bit-identical copies.
   assert result['replicated']
   assert result['identical_replicas']
   assert result['u_shards'] and all(n == 8 for n in result['u_shards'])
-
-
-def test_replicated_checkpoint_round_trip(result):
+  # A checkpoint of the replicated state restores replicated and equal.
   assert result['restored_replicated'] and result['restored_equal']
-
-
-def test_indivisible_batches_are_clear_errors(result):
+  # Batches the mesh cannot split are clear errors.
   assert 'batch size 12 is not divisible by the 8 devices' in result['indivisible']
   assert 'the batch size must be a multiple of the device count' in result['shard_error']
 
