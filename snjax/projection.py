@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from snjax import conv as conv_mode
 from snjax import power
 from snjax.layout import LayoutOption, resolve_layout
 from snjax.selection import Selector, path_str, select_paths
@@ -68,6 +69,7 @@ def spectral_projection(
   layout: LayoutOption = None,
   include: str | Selector | None = None,
   exclude: str | Selector | None = None,
+  conv: conv_mode.ConvOption = None,
   seed: int = 0,
 ) -> optax.GradientTransformation:
   """Projects each selected weight onto spectral norm <= ``target_norm`` after the update.
@@ -85,11 +87,15 @@ def spectral_projection(
   run, or right after a large jump of the weights, may leave a norm slightly
   above ``c``; raise ``n_power_iterations`` to tighten).
 
-  For a convolution kernel, the norm capped is that of the kernel read as a
-  ``(k^d c_in) x c_out`` matrix (through ``layout``), as in spectral
+  For a convolution kernel, by default the norm capped is that of the kernel
+  read as a ``(k^d c_in) x c_out`` matrix (through ``layout``), as in spectral
   normalization; the convolution's own operator norm can be larger (Sedghi et
-  al. 2019, https://arxiv.org/abs/1805.10408), so the layer is not guaranteed
-  c-Lipschitz. Dense layers are exact.
+  al. 2019, https://arxiv.org/abs/1805.10408). Pass ``conv=`` (conv mode, see
+  :mod:`snjax.conv`) to cap the operator norm of the convolution itself, as
+  Gouk et al. do, so that the layer is c-Lipschitz up to the estimate: the top
+  of a convolution's spectrum is dense, and the warm-started one-step estimate
+  may trail the true norm by a few 1e-3 (measured: <= 2.7e-3 on a 3x3 conv
+  trained with Adam at 5e-2, against the SVD of its dense matrix).
 
   Gouk et al. 2021, "Regularisation of neural networks by enforcing Lipschitz
   continuity" (https://arxiv.org/abs/1804.04368).
@@ -104,6 +110,8 @@ def spectral_projection(
     include: the selection (regex or predicate); default: every floating
       leaf with ndim >= 2 that is not a bias or an embedding.
     exclude: leaves never to project.
+    conv: ``{path regex: snjax.ConvSpec}`` (e.g. from ``snjax.conv_specs``):
+      these leaves are capped by the operator norm of their convolution.
     seed: seed of the initial u vectors.
 
   Returns:
@@ -115,7 +123,7 @@ def spectral_projection(
       match the params (the message names the path).
   """
   _check_options(n_power_iterations, eps, target_norm)
-  common = dict(layout=layout, include=include, exclude=exclude)
+  common = dict(layout=layout, include=include, exclude=exclude, conv=conv)
 
   def init_fn(params):
     return SpectralProjectionState(
@@ -139,15 +147,33 @@ def spectral_projection(
       path = path_str(keys)
       lay = resolve_layout(layout, path, param)
       entry = entries[keys]
-      _check_entry(path, entry, param, lay)
       candidate = jax.lax.stop_gradient(optax.apply_updates(param, upd))
-      res = power.power_iteration(candidate, entry['u'], lay, n_iterations=n_power_iterations, eps=eps)
-      factor = 1.0 / jnp.maximum(1.0, res.sigma / target_norm)
+      spec = conv_mode.resolve_conv_spec(conv, path)
+      if spec is not None:
+        _, new_entry = conv_mode.conv_apply_entry(
+          candidate,
+          entry,
+          path,
+          lay,
+          spec,
+          update=True,
+          n_power_iterations=n_power_iterations,
+          eps=eps,
+          target_norm=target_norm,
+          tol=None,
+          max_iterations=1,
+        )
+        u, sigma = new_entry['u'], new_entry['sigma']
+      else:
+        _check_entry(path, entry, param, lay)
+        res = power.power_iteration(candidate, entry['u'], lay, n_iterations=n_power_iterations, eps=eps)
+        u, sigma = res.u, res.sigma
+      factor = 1.0 / jnp.maximum(1.0, sigma / target_norm)
       projected = power.scale_kernel(candidate, factor, lay)
       # A weight inside the ball keeps its update exactly ((p + u) - p may differ from u by rounding).
       inside = _per_matrix(factor >= 1.0, param, lay)
       new_updates.append(jnp.where(inside, upd, (projected - param).astype(upd.dtype)))
-      new_entries[keys] = {'u': res.u, 'sigma': res.sigma}
+      new_entries[keys] = {'u': u, 'sigma': sigma}
     return jax.tree_util.tree_unflatten(treedef, new_updates), SpectralProjectionState(_unflatten_state(new_entries))
 
   return optax.GradientTransformation(init_fn, update_fn)
