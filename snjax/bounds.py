@@ -148,6 +148,12 @@ def _sq_abs(x):
   return jnp.square(x)
 
 
+def _safe_frobenius(g, tiny):
+  sq = jnp.sum(_sq_abs(g), axis=(-2, -1))
+  ok = sq > tiny * tiny
+  return jnp.where(ok, jnp.sqrt(jnp.where(ok, sq, 1.0)), tiny)
+
+
 def gram_iteration_bound(matrices: jax.Array, n_iterations: int = 8) -> jax.Array:
   """Gram iteration (Delattre et al., ICML 2023): an upper bound on the spectral norm of each matrix.
 
@@ -173,14 +179,16 @@ def gram_iteration_bound(matrices: jax.Array, n_iterations: int = 8) -> jax.Arra
   tiny = jnp.finfo(real_dtype).tiny
   log_scale = jnp.zeros(g.shape[:-2], real_dtype)
   for _ in range(n_iterations):
-    r = jnp.sqrt(jnp.sum(_sq_abs(g), axis=(-2, -1)))
-    r = jnp.maximum(r, tiny)
+    r = _safe_frobenius(g, tiny)
     g = g / r[..., None, None].astype(g.dtype)
     log_scale = 2.0 * (log_scale + jnp.log(r))
     g = jnp.matmul(jnp.conj(jnp.swapaxes(g, -1, -2)), g, precision=jax.lax.Precision.HIGHEST)
   power = 0.5**n_iterations
-  fro = jnp.sqrt(jnp.sum(_sq_abs(g), axis=(-2, -1)))
-  return jnp.where(fro > 0, fro**power * jnp.exp(log_scale * power), 0.0)
+  sq = jnp.sum(_sq_abs(g), axis=(-2, -1))
+  ok = sq > 0
+  # Only differentiate through logs of positive numbers, so that a zero matrix has a zero, not NaN, gradient.
+  log_fro = 0.5 * jnp.log(jnp.where(ok, sq, 1.0))
+  return jnp.where(ok, jnp.exp(power * (log_fro + log_scale)), 0.0)
 
 
 def _spec(input_shape, strides, padding, rhs_dilation, lhs_dilation, feature_group_count) -> ConvSpec:

@@ -1,0 +1,289 @@
+"""snjax.conv: the operator norm of convolutions and the conv mode of the transform.
+
+Reference: the explicit dense matrix of the convolution, built by applying
+``flax.linen.Conv`` (not snjax's own conv) to the identity basis. Each entry is
+one kernel entry times 1, so the float32 matrix is exact; its singular values
+come from numpy's SVD in float64.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import snjax
+from snjax import conv as conv_lib
+
+
+def flax_dense(kernel, input_shape, **conv_kwargs):
+  """The (in_dim, out_dim) matrix of ``nn.Conv`` on one input, from the identity basis, as float64."""
+  n = math.prod(input_shape)
+  layer = nn.Conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv_kwargs)
+  basis = jnp.eye(n, dtype=kernel.dtype).reshape((n,) + tuple(input_shape))
+  out = layer.apply({'params': {'kernel': kernel}}, basis)
+  return np.asarray(out, np.float64).reshape(n, -1)
+
+
+def true_norm(kernel, input_shape, **conv_kwargs):
+  return float(np.linalg.norm(flax_dense(kernel, input_shape, **conv_kwargs), 2))
+
+
+def _kernel(seed, shape):
+  return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+# (kernel spatial, input shape, groups, cout, flax Conv kwargs); ConvSpec uses rhs_dilation for kernel_dilation.
+CASES = [
+  ((3,), (12, 2), 1, 3, dict(strides=1, padding='SAME')),
+  ((3,), (12, 2), 1, 3, dict(strides=2, padding='VALID')),
+  ((3,), (11, 2), 1, 2, dict(strides=1, padding='CAUSAL', kernel_dilation=2)),
+  ((3, 3), (6, 6, 2), 1, 3, dict(strides=1, padding='SAME')),
+  ((4, 4), (8, 8, 2), 1, 3, dict(strides=2, padding='SAME')),
+  ((3, 3), (7, 6, 2), 1, 2, dict(strides=(1, 2), padding='SAME', kernel_dilation=(2, 1))),
+  ((3, 3), (6, 6, 4), 2, 4, dict(strides=1, padding='SAME', feature_group_count=2)),
+  ((3, 3), (6, 6, 2), 1, 2, dict(strides=2, padding='CIRCULAR')),
+  ((2, 3), (5, 6, 2), 1, 2, dict(strides=1, padding=((2, 0), (1, 3)))),
+  ((3, 3), (5, 5, 2), 1, 2, dict(strides=1, padding='REFLECT')),
+  ((2, 2, 2), (4, 4, 3, 2), 1, 2, dict(strides=(1, 2, 1), padding='SAME')),
+]
+
+
+def _spec_kwargs(flax_kwargs, groups):
+  out = dict(strides=flax_kwargs.get('strides', 1), padding=flax_kwargs.get('padding', 'SAME'))
+  out['rhs_dilation'] = flax_kwargs.get('kernel_dilation', 1)
+  out['feature_group_count'] = groups
+  return out
+
+
+def _case(case, seed=0):
+  ks, input_shape, groups, cout, kwargs = case
+  kernel = _kernel(seed, ks + (input_shape[-1] // groups, cout))
+  return kernel, input_shape, _spec_kwargs(kwargs, groups), kwargs
+
+
+@pytest.mark.parametrize('case', CASES, ids=lambda c: f'{c[0]}-{c[1]}-{c[4]}')
+def test_operator_norm_matches_dense_svd(case):
+  kernel, input_shape, spec_kwargs, flax_kwargs = _case(case)
+  dense = flax_dense(kernel, input_shape, **flax_kwargs)
+  # snjax's conv is flax's conv: the same matrix on the identity basis.
+  spec = snjax.ConvSpec(input_shape, **spec_kwargs)
+  basis = jnp.eye(dense.shape[0]).reshape((-1,) + input_shape)
+  ours = jax.vmap(lambda x: conv_lib.conv_apply(kernel, x, spec))(basis).reshape(dense.shape[0], -1)
+  np.testing.assert_allclose(ours, dense, rtol=1e-6, atol=1e-6)
+  truth = float(np.linalg.norm(dense, 2))
+  est = float(snjax.conv_operator_norm(kernel, input_shape, **spec_kwargs))
+  assert abs(est - truth) <= 1e-3 * truth
+  assert est <= truth * (1 + 1e-5)  # a lower bound, up to float32 rounding
+
+
+def test_power_method_converges_and_jit_agrees():
+  kernel, input_shape, spec_kwargs, flax_kwargs = _case(CASES[4], seed=3)
+  truth = true_norm(kernel, input_shape, **flax_kwargs)
+  est = float(snjax.conv_operator_norm(kernel, input_shape, method='power', tol=1e-8, **spec_kwargs))
+  assert abs(est - truth) <= 1e-3 * truth
+  jitted = jax.jit(lambda k: snjax.conv_operator_norm(k, input_shape, **spec_kwargs))
+  np.testing.assert_allclose(float(jitted(kernel)), truth, rtol=1e-3)
+
+
+@settings(max_examples=6)
+@given(
+  d=st.integers(1, 2),
+  n=st.integers(3, 7),
+  k=st.integers(1, 3),
+  cin=st.integers(1, 3),
+  cout=st.integers(1, 3),
+  stride=st.integers(1, 2),
+  padding=st.sampled_from(['SAME', 'VALID', 'CIRCULAR']),
+  seed=st.integers(0, 2**16),
+)
+def test_operator_norm_property_over_small_shapes(d, n, k, cin, cout, stride, padding, seed):
+  if padding == 'VALID' and k > n:
+    return
+  kernel = _kernel(seed, (k,) * d + (cin, cout))
+  input_shape = (n,) * d + (cin,)
+  truth = true_norm(kernel, input_shape, strides=stride, padding=padding)
+  est = float(
+    snjax.conv_operator_norm(
+      kernel, input_shape, strides=stride, padding=padding, key=jax.random.key(seed), method='power', tol=1e-7
+    )
+  )
+  assert abs(est - truth) <= 1e-3 * truth + 1e-6
+  assert est <= truth * (1 + 1e-5) + 1e-6
+
+
+def test_power_iteration_sigma_is_a_lower_bound_at_every_step_and_converges():
+  kernel, input_shape, spec_kwargs, flax_kwargs = _case(CASES[3], seed=5)
+  truth = true_norm(kernel, input_shape, **flax_kwargs)
+  spec = snjax.ConvSpec(input_shape, **spec_kwargs)
+  u = conv_lib.random_unit_input(jax.random.key(0), input_shape)
+  step = jax.jit(lambda k, u: snjax.conv_power_iteration(k, u, spec))
+  previous = 0.0
+  for _ in range(60):
+    sigma, u = step(kernel, u)
+    assert float(sigma) <= truth * (1 + 1e-5)
+    assert float(sigma) >= previous * (1 - 1e-5)  # monotone (power iteration on A^T A)
+    previous = float(sigma)
+    assert abs(float(jnp.linalg.norm(u.ravel())) - 1) < 1e-5
+  assert previous >= 0.99 * truth
+
+
+def test_sigma_gradient_is_the_top_singular_value_gradient():
+  # At convergence d sigma / dK = d sigma_1(A(K)) / dK; check one direction against central finite differences
+  # of the dense float64 SVD.
+  kernel, input_shape, spec_kwargs, flax_kwargs = _case(CASES[0], seed=7)
+  spec = snjax.ConvSpec(input_shape, **spec_kwargs)
+  u = conv_lib.random_unit_input(jax.random.key(0), input_shape)
+  u = snjax.conv_power_iteration(kernel, u, spec, n_iterations=3000).u
+  grad = jax.grad(lambda k: snjax.conv_power_iteration(k, u, spec).sigma)(kernel)
+  direction = _kernel(11, kernel.shape)
+  h = 1e-3
+  k64 = np.asarray(kernel, np.float64)
+  d64 = np.asarray(direction, np.float64)
+
+  def norm64(k):
+    # The conv matrix is linear in the kernel: build it from float64 basis kernels' contributions.
+    return np.linalg.norm(_dense64(k, input_shape, flax_kwargs), 2)
+
+  fd = (norm64(k64 + h * d64) - norm64(k64 - h * d64)) / (2 * h)
+  np.testing.assert_allclose(float(jnp.vdot(grad, direction)), fd, rtol=1e-3)
+
+
+def _dense64(kernel64, input_shape, flax_kwargs):
+  # A(K) = sum_i K_i A(e_i): exact in float64 from float32 evaluations of 0/1 kernels.
+  flat = kernel64.ravel()
+  total = 0.0
+  for i in range(flat.size):
+    e = np.zeros(flat.size, np.float32)
+    e[i] = 1.0
+    total = total + flat[i] * flax_dense(jnp.asarray(e.reshape(kernel64.shape)), input_shape, **flax_kwargs)
+  return total
+
+
+def test_zero_kernel_gives_eps_and_keeps_u_and_nan_u_is_reseeded():
+  spec = snjax.ConvSpec((5, 5, 2))
+  kernel = jnp.zeros((3, 3, 2, 2))
+  u = conv_lib.random_unit_input(jax.random.key(0), spec.input_shape)
+  res = snjax.conv_power_iteration(kernel, u, spec, n_iterations=3)
+  assert float(res.sigma) == pytest.approx(1e-12)
+  np.testing.assert_allclose(res.u, u, atol=1e-6)
+  grad = jax.grad(lambda k: snjax.conv_power_iteration(k, u, spec).sigma)(kernel)
+  assert np.all(np.isfinite(grad))
+  bad = jnp.full(spec.input_shape, jnp.nan)
+  res = snjax.conv_power_iteration(_kernel(0, (3, 3, 2, 2)), bad, spec, n_iterations=2)
+  assert np.isfinite(float(res.sigma)) and float(res.sigma) > 0
+
+
+@pytest.mark.parametrize(
+  'kwargs, match',
+  [
+    (dict(input_shape=(8, 8, 3)), 'input channels'),
+    (dict(input_shape=(8, 2)), '2 spatial dims'),
+    (dict(input_shape=(8, 8, 2), padding='FULL'), 'unknown padding'),
+    (dict(input_shape=(8, 8, 2), padding='CAUSAL'), 'CAUSAL'),
+    (dict(input_shape=(8, 8, 2), strides=(1, 2, 1)), 'strides'),
+    (dict(input_shape=(8, 8, 2), rhs_dilation=0), 'rhs_dilation'),
+    (dict(input_shape=(8, 8, 2), feature_group_count=3), 'feature_group_count'),
+    (dict(input_shape=(2, 2, 2), padding='VALID'), 'empty'),
+    (dict(input_shape=(8, 8, 2), tol=0.0), 'tol'),
+    (dict(input_shape=(8, 8, 2), method='svd'), 'method'),
+  ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, match):
+  kernel = _kernel(0, (3, 3, 2, 4))
+  with pytest.raises(ValueError, match=match):
+    snjax.conv_operator_norm(kernel, **kwargs)
+
+
+# --- conv mode of the transform ---
+
+
+class SmallCNN(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(4, (3, 3), padding='SAME')(x))
+    x = nn.relu(nn.Conv(4, (4, 4), strides=2, padding='SAME', feature_group_count=2)(x))
+    return nn.Dense(1)(x.reshape(x.shape[0], -1))
+
+
+@pytest.fixture(scope='module')
+def cnn():
+  model = SmallCNN()
+  x = jnp.ones((1, 8, 8, 3))
+  params = model.init(jax.random.key(0), x)['params']
+  return model, x, params, snjax.conv_specs(model, x)
+
+
+def test_conv_specs_reads_flax_convs(cnn):
+  _, _, params, specs = cnn
+  assert len(specs) == 2
+  assert conv_lib.resolve_conv_spec(specs, 'Conv_0/kernel') == snjax.ConvSpec((8, 8, 3), 1, 'SAME', 1, 1, 1)
+  assert conv_lib.resolve_conv_spec(specs, 'params/Conv_1/kernel') == snjax.ConvSpec((8, 8, 4), 2, 'SAME', 1, 1, 2)
+  assert conv_lib.resolve_conv_spec(specs, 'Dense_0/kernel') is None
+
+
+def test_conv_mode_state_converges_to_the_operator_norm_and_normalizes(cnn):
+  model, x, params, specs = cnn
+  state = snjax.sn_init(jax.random.key(1), params, conv=specs)
+  assert state['Conv_0']['kernel']['u'].shape == (8, 8, 3)
+  assert state['Conv_1']['kernel']['u'].shape == (8, 8, 4)
+  assert state['Dense_0']['kernel']['u'].shape == (1,)
+  step = jax.jit(lambda p, s: snjax.sn_apply(p, s, conv=specs))
+  for _ in range(60):
+    params_sn, state = step(params, state)
+  for name, spec in (('Conv_0', specs[r'(^|/)Conv_0/kernel$']), ('Conv_1', specs[r'(^|/)Conv_1/kernel$'])):
+    kw = dict(strides=spec.strides, padding=spec.padding, feature_group_count=spec.feature_group_count)
+    truth = true_norm(params[name]['kernel'], spec.input_shape, **kw)
+    sigma = float(state[name]['kernel']['sigma'])
+    assert sigma <= truth * (1 + 1e-5)
+    assert sigma >= truth * (1 - 1e-3)
+    # Normalized: operator norm 1, never below it (sigma is a lower bound).
+    normalized = true_norm(params_sn[name]['kernel'], spec.input_shape, **kw)
+    assert 1 - 1e-5 <= normalized <= 1 + 1e-3
+  # Matrix leaves are untouched by the conv option: same as the matrix mode.
+  dense_sigma = float(np.linalg.norm(np.asarray(params['Dense_0']['kernel'], np.float64), 2))
+  np.testing.assert_allclose(float(state['Dense_0']['kernel']['sigma']), dense_sigma, rtol=1e-4)
+
+
+def test_conv_mode_eval_jit_and_gradient(cnn):
+  model, x, params, specs = cnn
+  state = snjax.sn_init(jax.random.key(1), params, conv=specs)
+  eager_params, eager_state = snjax.sn_apply(params, state, conv=specs)
+  jit_params, jit_state = jax.jit(lambda p, s: snjax.sn_apply(p, s, conv=specs))(params, state)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), eager_params, jit_params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), eager_state, jit_state)
+  # Evaluation: no iteration, the stored sigma, the same state object.
+  eval_params, same = snjax.sn_apply(params, eager_state, update=False, conv=specs)
+  assert same is eager_state
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), eval_params, eager_params)
+
+  def loss(p):
+    p_sn, _ = snjax.sn_apply(p, state, conv=specs)
+    return jnp.sum(model.apply({'params': p_sn}, x))
+
+  grads = jax.grad(loss)(params)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+  assert float(jnp.abs(grads['Conv_0']['kernel']).sum()) > 0
+
+
+def test_conv_mode_torch_layout_matches_flax_layout():
+  kernel = _kernel(4, (3, 3, 2, 3))
+  spec = snjax.ConvSpec((6, 6, 2))
+  flax_params = {'w': kernel}
+  torch_params = {'w': jnp.transpose(kernel, (3, 2, 0, 1))}
+  s_flax = snjax.sn_init(jax.random.key(0), flax_params, conv={'w': spec}, n_warmup_iterations=40)
+  s_torch = snjax.sn_init(jax.random.key(0), torch_params, conv={'w': spec}, layout='torch', n_warmup_iterations=40)
+  np.testing.assert_allclose(s_flax['w']['sigma'], s_torch['w']['sigma'], rtol=1e-5)
+
+
+def test_conv_mode_state_mismatch_names_the_path(cnn):
+  _, _, params, specs = cnn
+  matrix_state = snjax.sn_init(jax.random.key(1), params)
+  with pytest.raises(ValueError, match='Conv_0/kernel: conv-mode state'):
+    snjax.sn_apply(params, matrix_state, conv=specs)
+  with pytest.raises(ValueError, match='Dense_0/kernel: conv mode needs a conv kernel|a conv kernel needs ndim'):
+    snjax.sn_init(jax.random.key(1), params, conv={'Dense_0': snjax.ConvSpec((8,))})
