@@ -100,8 +100,7 @@ def _loss_reference(kernels, vs, lays, r):
   return total
 
 
-@pytest.mark.parametrize('spec', [None, 'torch', KernelLayout((-1,), (0,))])
-@pytest.mark.parametrize('jit', [False, True])
+@pytest.mark.parametrize('spec, jit', [(None, False), (None, True), ('torch', True), (KernelLayout((-1,), (0,)), True)])
 def test_sn_apply_gradient_matches_autodiff_of_w_over_sigma_and_finite_differences(spec, jit):
   rng = np.random.default_rng(7)
   shapes = {
