@@ -28,7 +28,7 @@ import snjax
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / 'notebooks'
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob('*.ipynb'))
-REQUIRED = ['01_quickstart']
+REQUIRED = ['01_quickstart', '02_sngan_2d', '03_digits_gan', '04_conv_operator_norm']
 COLAB_URL = 'https://colab.research.google.com/github/snjax/snjax/blob/main/notebooks/{}.ipynb'
 MAX_BYTES = 100_000
 CELL_TIMEOUT_S = 600
@@ -52,11 +52,21 @@ def kernel_spec_dir(tmp_path_factory) -> pathlib.Path:
   spec_dir = root / KERNEL_NAME
   spec_dir.mkdir()
   pythonpath = os.pathsep.join(p for p in [str(ROOT), os.environ.get('PYTHONPATH', '')] if p)
+  # One thread per kernel: the suite runs with `-n 2` on 2 cores, where BLAS / Eigen thread pools only contend.
+  xla_flags = ' '.join(f for f in [os.environ.get('XLA_FLAGS', ''), '--xla_cpu_multi_thread_eigen=false'] if f)
   spec = {
     'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
     'display_name': 'snjax notebook tests',
     'language': 'python',
-    'env': {'PYTHONPATH': pythonpath, 'SNJAX_NOTEBOOK_SMALL': '1', 'MPLBACKEND': 'Agg'},
+    'env': {
+      'PYTHONPATH': pythonpath,
+      'SNJAX_NOTEBOOK_SMALL': '1',
+      'MPLBACKEND': 'Agg',
+      'XLA_FLAGS': xla_flags,
+      'OMP_NUM_THREADS': '1',
+      'OPENBLAS_NUM_THREADS': '1',
+      'MKL_NUM_THREADS': '1',
+    },
   }
   (spec_dir / 'kernel.json').write_text(json.dumps(spec))
   return root
