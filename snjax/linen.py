@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax.core import meta
 from flax.typing import Dtype, Initializer, PaddingLike, PrecisionLike
 
+from snjax import conv as conv_lib
 from snjax import power, wrapping
 from snjax.layout import LayoutOption, ResolvedLayout
 from snjax.selection import path_keys, path_str
@@ -105,6 +106,10 @@ class SpectralNorm(nn.Module):
       ``W / sigma``), ``True`` (require it: error if it does not apply).
     n_warmup_steps: power steps when the state is created (>= 0).
     eps: an alias of ``epsilon`` (the functional core's name); wins when set.
+    conv_operator_norm: for a wrapped ``nn.Conv``: normalize by the operator
+      norm of the convolution on the call's input size (power iteration on
+      the conv and its transpose, :mod:`snjax.conv`; u is input-shaped)
+      instead of the reshaped kernel's norm.
   """
 
   layer_instance: nn.Module
@@ -119,6 +124,7 @@ class SpectralNorm(nn.Module):
   fast_path: bool | None = None
   n_warmup_steps: int = 15
   eps: float | None = None
+  conv_operator_norm: bool = False
 
   @property
   def _eps(self) -> float:
@@ -154,9 +160,11 @@ class SpectralNorm(nn.Module):
     einsum_str = kwargs.get('einsum_str', args[1] if len(args) > 1 and isinstance(args[1], str) else None)
     scratch: dict[str, Any] = {}
 
+    conv_spec = self._conv_spec(args, kwargs) if self.conv_operator_norm else None
+
     def normalize(variables):
       scratch['raw'] = variables
-      out, scratch['scale'] = self._normalize_params(variables.get('params', {}), update_stats, einsum_str)
+      out, scratch['scale'] = self._normalize_params(variables.get('params', {}), update_stats, einsum_str, conv_spec)
       return {**variables, 'params': out}
 
     def restore(variables):
@@ -184,7 +192,54 @@ class SpectralNorm(nn.Module):
       if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ValueError(f'{name} must be a finite float > 0, got {value!r}.')
 
-  def _normalize_params(self, params, update_stats: bool, einsum_str: str | None):
+  def _conv_spec(self, args, kwargs) -> conv_lib.ConvSpec:
+    """The :class:`snjax.ConvSpec` of the wrapped ``nn.Conv`` on this call's input."""
+    layer = self.layer_instance
+    x = args[0] if args else kwargs.get('inputs')
+    if not isinstance(layer, nn.Conv) or x is None:
+      raise ValueError(
+        f'SpectralNorm({layer.name}): conv_operator_norm=True needs a wrapped flax.linen.Conv called on an '
+        f'input array, got a {type(layer).__name__}.'
+      )
+    ks = (layer.kernel_size,) if isinstance(layer.kernel_size, int) else tuple(layer.kernel_size)
+    return conv_lib.ConvSpec(
+      input_shape=tuple(x.shape[-(len(ks) + 1) :]),
+      strides=1 if layer.strides is None else layer.strides,
+      padding=layer.padding,
+      rhs_dilation=1 if layer.kernel_dilation is None else layer.kernel_dilation,
+      lhs_dilation=1 if layer.input_dilation is None else layer.input_dilation,
+      feature_group_count=layer.feature_group_count,
+    )
+
+  def _conv_sigma(self, name: str, kernel: jax.Array, update_stats: bool, spec: conv_lib.ConvSpec) -> jax.Array:
+    """sigma of a conv kernel as an operator: ``name + '/u'`` is input-shaped, ``name + '/sigma'`` a scalar."""
+    col, sdtype = self.collection_name, power.compute_dtype(self.param_dtype)
+    u_name, sigma_name = name + '/u', name + '/sigma'
+    stored = self.has_variable(col, u_name) and self.has_variable(col, sigma_name)
+    if not stored and not self.is_mutable_collection(col):
+      raise ValueError(f'SpectralNorm: no {u_name!r} / {sigma_name!r} in the {col!r} collection.')
+    u0 = s0 = None
+    if not stored:
+      u0 = conv_lib.random_unit_input(self.make_rng('params'), spec.input_shape, sdtype)
+      warm = conv_lib.conv_power_iteration(
+        jax.lax.stop_gradient(kernel), u0, spec, n_iterations=max(self.n_warmup_steps, 1), eps=self._eps
+      )
+      u0, s0 = (warm.u if self.n_warmup_steps else u0), warm.sigma
+    u_var = self.variable(col, u_name, lambda: u0.astype(sdtype))
+    sigma_var = self.variable(col, sigma_name, lambda: s0.astype(sdtype))
+    if tuple(u_var.value.shape) != tuple(spec.input_shape):
+      raise ValueError(
+        f'SpectralNorm: {col!r} holds {u_name!r} of shape {tuple(u_var.value.shape)}; expected the input shape '
+        f'{tuple(spec.input_shape)} (conv_operator_norm=True). Was the state made for another input size?'
+      )
+    if not update_stats:
+      return jax.lax.stop_gradient(jnp.asarray(sigma_var.value))
+    res = conv_lib.conv_power_iteration(kernel, u_var.value, spec, n_iterations=self.n_steps, eps=self._eps)
+    u_var.value = res.u.astype(sdtype)
+    sigma_var.value = jax.lax.stop_gradient(res.sigma).astype(sdtype)
+    return res.sigma
+
+  def _normalize_params(self, params, update_stats: bool, einsum_str: str | None, conv_spec=None):
     """The params the layer sees, and the output scale of the fast path (or None)."""
     name = self.layer_instance.name
     flat, treedef = _flatten_boxed(params)
@@ -213,7 +268,10 @@ class SpectralNorm(nn.Module):
     scale = None
     for keys, lay in zip(selected, layouts, strict=True):
       kernel = value_of[keys]
-      sigma = self._sigma(f'{name}/{path_str(keys)}', kernel, lay, update_stats)
+      if conv_spec is not None and keys == ('kernel',):
+        sigma = self._conv_sigma(f'{name}/{path_str(keys)}', kernel, update_stats, conv_spec)
+      else:
+        sigma = self._sigma(f'{name}/{path_str(keys)}', kernel, lay, update_stats)
       factor = self.target_norm / sigma
       if fast:
         scale = factor

@@ -287,3 +287,30 @@ def test_conv_mode_state_mismatch_names_the_path(cnn):
     snjax.sn_apply(params, matrix_state, conv=specs)
   with pytest.raises(ValueError, match='Dense_0/kernel: conv mode needs a conv kernel|a conv kernel needs ndim'):
     snjax.sn_init(jax.random.key(1), params, conv={'Dense_0': snjax.ConvSpec((8,))})
+
+
+def test_linen_spectral_norm_conv_operator_norm_mode():
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+      conv = nn.Conv(3, (3, 3), strides=2, padding='SAME')
+      return snjax.SpectralNorm(conv, conv_operator_norm=True, n_warmup_steps=60)(x, update_stats=train)
+
+  net, x = Net(), jax.random.normal(jax.random.key(0), (2, 6, 6, 2))
+  variables = net.init(jax.random.key(1), x, False)
+  stats = variables['batch_stats']['SpectralNorm_0']
+  assert stats['Conv_0/kernel/u'].shape == (6, 6, 2) and stats['Conv_0/kernel/sigma'].shape == ()
+  _, updates = net.apply(variables, x, True, mutable=['batch_stats'])
+  variables = {**variables, **updates}
+  params = variables['params']['Conv_0']
+  truth = true_norm(params['kernel'], (6, 6, 2), strides=2, padding='SAME')
+  sigma = float(variables['batch_stats']['SpectralNorm_0']['Conv_0/kernel/sigma'])
+  assert truth * (1 - 1e-3) <= sigma <= truth * (1 + 1e-5)
+  # Evaluation: the stored sigma, output = conv(x; W / sigma) + b.
+  y = net.apply(variables, x, False)
+  expected = nn.Conv(3, (3, 3), strides=2).apply({'params': {**params, 'kernel': params['kernel'] / sigma}}, x)
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match='conv_operator_norm=True needs a wrapped flax.linen.Conv'):
+    snjax.SpectralNorm(nn.Dense(2), conv_operator_norm=True).init(
+      jax.random.key(0), jnp.ones((1, 3)), update_stats=False
+    )
