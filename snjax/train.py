@@ -164,7 +164,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
   'grid25': {},
   'ring8': {},
   'digits': dict(
-    steps=3000,
+    steps=2000,
     batch_size=64,
     n_critic=1,
     loss='hinge',
@@ -173,7 +173,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     beta1=0.5,
     beta2=0.999,
     latent_dim=32,
-    width=32,
+    width=16,
     target_norm=1.0,
     log_every=100,
     checkpoint_every=500,
@@ -395,8 +395,7 @@ def train(
       hist_path = os.path.join(out_dir, 'history.json')
       if os.path.exists(hist_path):
         history = [h for h in _read_json(hist_path) if h['step'] <= int(state.step)]
-    else:
-      _write_json(os.path.join(out_dir, 'config.json'), config.to_json())
+    _write_json(os.path.join(out_dir, 'config.json'), config.to_json())
     start = int(state.step)
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     _, _, _, k_data, _ = _keys(config.seed)
