@@ -36,7 +36,7 @@ class KernelLayout(NamedTuple):
   batch_axes: tuple[int, ...] = ()
 
 
-LayoutSpec = Union[str, int, Sequence[int], KernelLayout]
+LayoutSpec = Union[str, int, Sequence[int], KernelLayout]  # noqa: UP007 (a runtime alias)
 """A layout given as a preset name, one output axis, several, or in full."""
 
 PRESETS: dict[str, KernelLayout] = {
@@ -47,7 +47,7 @@ PRESETS: dict[str, KernelLayout] = {
   'torch_conv_transpose': KernelLayout((1,)),
 }
 
-LayoutOption = Union[
+LayoutOption = Union[  # noqa: UP007
   LayoutSpec,
   Mapping[str, LayoutSpec],
   Callable[[str, Any], LayoutSpec],

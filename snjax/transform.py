@@ -37,8 +37,8 @@ SNState = dict
 def _check_options(n_power_iterations=1, eps=1e-12, target_norm=1.0, tol=None, max_iterations=100):
   if isinstance(n_power_iterations, bool) or not isinstance(n_power_iterations, int) or n_power_iterations < 1:
     raise ValueError(
-        f'n_power_iterations must be an int >= 1, got {n_power_iterations!r} '
-        '(with 0 iterations nothing would be normalized).'
+      f'n_power_iterations must be an int >= 1, got {n_power_iterations!r} '
+      '(with 0 iterations nothing would be normalized).'
     )
   if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
     raise ValueError(f'eps must be a finite float > 0, got {eps!r}.')
@@ -61,8 +61,7 @@ def _flatten_state(state, prefix=()) -> dict[tuple[str, ...], Mapping]:
   out = {}
   if not isinstance(state, Mapping):
     raise TypeError(
-        f'spectral-norm state at {path_str(prefix) or "<root>"} must be a nested dict, '
-        f'got {type(state).__name__}.'
+      f'spectral-norm state at {path_str(prefix) or "<root>"} must be a nested dict, got {type(state).__name__}.'
     )
   if 'u' in state and not isinstance(state['u'], Mapping):
     out[prefix] = state
@@ -91,15 +90,15 @@ def _init_leaf(key, leaf, lay, shape, cdtype, n_warmup_iterations, eps):
 
 
 def sn_init(
-    key: jax.Array,
-    params: PyTree,
-    *,
-    n_warmup_iterations: int = 15,
-    eps: float = 1e-12,
-    layout: LayoutOption = None,
-    include: str | Selector | None = None,
-    exclude: str | Selector | None = None,
-    conv: conv_mode.ConvOption = None,
+  key: jax.Array,
+  params: PyTree,
+  *,
+  n_warmup_iterations: int = 15,
+  eps: float = 1e-12,
+  layout: LayoutOption = None,
+  include: str | Selector | None = None,
+  exclude: str | Selector | None = None,
+  conv: conv_mode.ConvOption = None,
 ) -> SNState:
   """Makes the power-iteration state for every selected leaf of ``params``.
 
@@ -155,19 +154,19 @@ def sn_init(
 
 
 def sn_apply(
-    params: PyTree,
-    state: SNState,
-    *,
-    update: bool = True,
-    n_power_iterations: int = 1,
-    eps: float = 1e-12,
-    target_norm: float = 1.0,
-    layout: LayoutOption = None,
-    include: str | Selector | None = None,
-    exclude: str | Selector | None = None,
-    tol: float | None = None,
-    max_iterations: int = 100,
-    conv: conv_mode.ConvOption = None,
+  params: PyTree,
+  state: SNState,
+  *,
+  update: bool = True,
+  n_power_iterations: int = 1,
+  eps: float = 1e-12,
+  target_norm: float = 1.0,
+  layout: LayoutOption = None,
+  include: str | Selector | None = None,
+  exclude: str | Selector | None = None,
+  tol: float | None = None,
+  max_iterations: int = 100,
+  conv: conv_mode.ConvOption = None,
 ) -> tuple[PyTree, SNState]:
   """Returns the spectrally normalized params and the next state.
 
@@ -233,8 +232,17 @@ def sn_apply(
     spec = conv_mode.resolve_conv_spec(conv, path)
     if spec is not None:
       new_leaf, new_entry = conv_mode.conv_apply_entry(
-          leaf, entry, path, lay, spec, update=update, n_power_iterations=n_power_iterations, eps=eps,
-          target_norm=target_norm, tol=tol, max_iterations=max_iterations,
+        leaf,
+        entry,
+        path,
+        lay,
+        spec,
+        update=update,
+        n_power_iterations=n_power_iterations,
+        eps=eps,
+        target_norm=target_norm,
+        tol=tol,
+        max_iterations=max_iterations,
       )
       new_leaves.append(new_leaf)
       if update:
@@ -243,7 +251,7 @@ def sn_apply(
     _check_entry(path, entry, leaf, lay)
     if update:
       res = power.power_iteration(
-          leaf, entry['u'], lay, n_iterations=n_power_iterations, eps=eps, tol=tol, max_iterations=max_iterations
+        leaf, entry['u'], lay, n_iterations=n_power_iterations, eps=eps, tol=tol, max_iterations=max_iterations
       )
       sigma, u = res.sigma, res.u
       new_entries[keys] = {'u': u, 'sigma': jax.lax.stop_gradient(sigma)}
@@ -266,10 +274,10 @@ def _check_state_paths(selected, entries, include, exclude):
     if extra:
       parts.append(f'state entries with no selected leaf: {extra}')
     raise ValueError(
-        'spectral-norm state does not match the params: '
-        + '; '.join(parts)
-        + '. Pass sn_apply the same include/exclude as sn_init '
-        f'(here include={include!r}, exclude={exclude!r}), or re-run sn_init after changing the model.'
+      'spectral-norm state does not match the params: '
+      + '; '.join(parts)
+      + '. Pass sn_apply the same include/exclude as sn_init '
+      f'(here include={include!r}, exclude={exclude!r}), or re-run sn_init after changing the model.'
     )
 
 
@@ -279,9 +287,9 @@ def _check_entry(path, entry, leaf, lay):
   expected = power.u_shape(leaf.shape, lay)
   if tuple(entry['u'].shape) != expected:
     raise ValueError(
-        f'{path}: state u has shape {tuple(entry["u"].shape)}, expected {expected} for a kernel of '
-        f'shape {tuple(leaf.shape)} with output axes {lay.out_axes} and batch axes {lay.batch_axes}. '
-        'Was the state made for another model or layout?'
+      f'{path}: state u has shape {tuple(entry["u"].shape)}, expected {expected} for a kernel of '
+      f'shape {tuple(leaf.shape)} with output axes {lay.out_axes} and batch axes {lay.batch_axes}. '
+      'Was the state made for another model or layout?'
     )
   if tuple(jnp.shape(entry['sigma'])) != expected[:-1]:
     raise ValueError(f'{path}: state sigma has shape {tuple(jnp.shape(entry["sigma"]))}, expected {expected[:-1]}.')
@@ -304,15 +312,15 @@ class SpectralNormalization(NamedTuple):
 
 
 def spectral_normalization(
-    *,
-    n_power_iterations: int = 1,
-    n_warmup_iterations: int = 15,
-    eps: float = 1e-12,
-    target_norm: float = 1.0,
-    layout: LayoutOption = None,
-    include: str | Selector | None = None,
-    exclude: str | Selector | None = None,
-    conv: conv_mode.ConvOption = None,
+  *,
+  n_power_iterations: int = 1,
+  n_warmup_iterations: int = 15,
+  eps: float = 1e-12,
+  target_norm: float = 1.0,
+  layout: LayoutOption = None,
+  include: str | Selector | None = None,
+  exclude: str | Selector | None = None,
+  conv: conv_mode.ConvOption = None,
 ) -> SpectralNormalization:
   """Binds the options of :func:`sn_init` and :func:`sn_apply` once.
 
@@ -338,7 +346,7 @@ def spectral_normalization(
 
   def apply(params, state, update=True):
     return sn_apply(
-        params, state, update=update, n_power_iterations=n_power_iterations, target_norm=target_norm, **common
+      params, state, update=update, n_power_iterations=n_power_iterations, target_norm=target_norm, **common
     )
 
   return SpectralNormalization(init, apply)
