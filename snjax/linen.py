@@ -31,9 +31,6 @@ from snjax import power, wrapping
 from snjax.layout import LayoutOption, ResolvedLayout
 from snjax.selection import path_keys, path_str
 
-# Jitted so that an eager model.init compiles the warm-up loop once, not on every call.
-_warmup = jax.jit(power.power_iteration, static_argnames=('layout', 'n_iterations', 'eps'))
-
 
 def _flatten_boxed(tree):
   """``(keys, leaf)`` pairs and the treedef, with Flax metadata boxes as leaves."""
@@ -307,7 +304,9 @@ class SpectralNorm(nn.Module):
           f"variables of model.init (including {col!r}) to apply, not only 'params'."
         )
       u0 = jax.random.normal(self.make_rng('params'), u_shape, sdtype)
-      warm = _warmup(jax.lax.stop_gradient(kernel), u0, lay, n_iterations=max(self.n_warmup_steps, 1), eps=self._eps)
+      warm = power.power_iteration(
+        jax.lax.stop_gradient(kernel), u0, lay, n_iterations=max(self.n_warmup_steps, 1), eps=self._eps
+      )
       u_init = warm.u if self.n_warmup_steps else u0
       u_var = self.variable(col, u_name, lambda: u_init.reshape(stored_u_shape).astype(sdtype))
       sigma_var = self.variable(col, sigma_name, lambda: warm.sigma.astype(sdtype))
@@ -323,6 +322,18 @@ class SpectralNorm(nn.Module):
     u_var.value = res.u.reshape(stored_u_shape).astype(sdtype)
     sigma_var.value = jax.lax.stop_gradient(res.sigma).astype(sdtype)
     return res.sigma
+
+
+def _normalized(owner: nn.Module, layer: nn.Module, x: jax.Array, update_stats: bool) -> jax.Array:
+  """Runs ``layer`` under :class:`SpectralNorm` with the SN options of a convenience layer (``SNDense``, ``SNConv``)."""
+  return SpectralNorm(
+    layer,
+    n_steps=owner.n_steps,
+    epsilon=owner.epsilon,
+    collection_name=owner.collection_name,
+    target_norm=owner.target_norm,
+    name='SpectralNorm_0',
+  )(x, update_stats=update_stats)
 
 
 class SNDense(nn.Module):
@@ -359,14 +370,7 @@ class SNDense(nn.Module):
       bias_init=self.bias_init,
       name='Dense_0',
     )
-    return SpectralNorm(
-      dense,
-      n_steps=self.n_steps,
-      epsilon=self.epsilon,
-      collection_name=self.collection_name,
-      target_norm=self.target_norm,
-      name='SpectralNorm_0',
-    )(x, update_stats=update_stats)
+    return _normalized(self, dense, x, update_stats)
 
 
 class SNConv(nn.Module):
@@ -419,14 +423,7 @@ class SNConv(nn.Module):
       bias_init=self.bias_init,
       name='Conv_0',
     )
-    return SpectralNorm(
-      conv,
-      n_steps=self.n_steps,
-      epsilon=self.epsilon,
-      collection_name=self.collection_name,
-      target_norm=self.target_norm,
-      name='SpectralNorm_0',
-    )(x, update_stats=update_stats)
+    return _normalized(self, conv, x, update_stats)
 
 
 __all__ = ['SNConv', 'SNDense', 'SpectralNorm']

@@ -37,9 +37,6 @@ from snjax import power, wrapping
 from snjax.layout import LayoutOption, ResolvedLayout
 from snjax.selection import path_str
 
-# Jitted so that eager construction compiles the warm-up loop once.
-_warmup = jax.jit(power.power_iteration, static_argnames=('layout', 'n_iterations', 'eps'))
-
 
 class SpectralNormState(nnx.BatchStat):
   """u or sigma of a spectrally normalized weight.
@@ -138,7 +135,7 @@ class SpectralNorm(nnx.Module):
       kernel = jax.lax.stop_gradient(dict(flat)[keys])
       shape = power.u_shape(kernel.shape, lay)
       u0 = jax.random.normal(rngs.params(), shape, sdtype)
-      warm = _warmup(kernel, u0, lay, n_iterations=max(n_warmup_steps, 1), eps=epsilon)
+      warm = power.power_iteration(kernel, u0, lay, n_iterations=max(n_warmup_steps, 1), eps=epsilon)
       u = warm.u if n_warmup_steps else u0
       stats[keys + ('u',)] = SpectralNormState(u.reshape(shape[:-1] + (1, shape[-1])).astype(sdtype))
       stats[keys + ('sigma',)] = SpectralNormState(warm.sigma.astype(sdtype))

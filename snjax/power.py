@@ -23,6 +23,7 @@ other layout with ``lax.dot_general`` on its own axes.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import NamedTuple
 
@@ -178,6 +179,9 @@ def _iterate_once(operand, u_shaped, view: _View, eps):
   return jnp.where(_expand(ok, nb, w.ndim), w_unit, u_shaped), jnp.sqrt(sq)
 
 
+# Jitted with its options static, so that an eager call (sn_init, an eager model.init or
+# sn_apply outside jit) compiles the loop once per shape instead of retracing it each call.
+@functools.partial(jax.jit, static_argnames=('layout', 'n_iterations', 'eps', 'tol', 'max_iterations'))
 def power_iteration(
   kernel: jax.Array,
   u: jax.Array,
