@@ -47,6 +47,9 @@ def _add_train_parser(sub) -> None:
   train.add_argument('--loss', choices=_LOSSES, help='GAN loss')
   train.add_argument('--lr-critic', type=float, help='Adam learning rate of the critic')
   train.add_argument('--lr-generator', type=float, help='Adam learning rate of the generator')
+  train.add_argument(
+    '--lr-decay', type=float, help='fraction of the run, at its end, over which the learning rates fall linearly to 0'
+  )
   train.add_argument('--beta1', type=float, help='Adam beta1')
   train.add_argument('--beta2', type=float, help='Adam beta2')
   train.add_argument('--latent-dim', type=int, help='latent dimension')
@@ -73,6 +76,7 @@ def _run_train(args) -> int:
       'loss',
       'lr_critic',
       'lr_generator',
+      'lr_decay',
       'beta1',
       'beta2',
       'latent_dim',

@@ -66,8 +66,11 @@ class TrainConfig:
     batch_size: examples per batch (real and fake), split over the devices.
     n_critic: critic updates per generator update.
     loss: ``'hinge'``, ``'wasserstein'`` or ``'non_saturating'`` (:data:`snjax.losses.LOSSES`).
-    lr_critic: Adam learning rate of the critic.
-    lr_generator: Adam learning rate of the generator.
+    lr_critic: Adam learning rate of the critic (its peak; see ``lr_decay``).
+    lr_generator: Adam learning rate of the generator (its peak; see ``lr_decay``).
+    lr_decay: the fraction of the run at its end over which both learning rates fall linearly to 0 (0: constant
+      learning rates). The critic's schedule counts its ``n_critic`` updates per step, so both decay over the
+      same steps. The schedule depends on ``steps``: a run with ``lr_decay > 0`` cannot be extended on resume.
     beta1: Adam beta1 (both).
     beta2: Adam beta2 (both).
     latent_dim: dimension of the standard normal latent.
@@ -84,13 +87,14 @@ class TrainConfig:
   """
 
   dataset: str = 'grid25'
-  steps: int = 12000
+  steps: int = 16000
   seed: int = 0
   batch_size: int = 256
   n_critic: int = 2
   loss: str = 'non_saturating'
-  lr_critic: float = 2e-4
-  lr_generator: float = 2e-4
+  lr_critic: float = 2e-3
+  lr_generator: float = 2e-3
+  lr_decay: float = 0.5
   beta1: float = 0.5
   beta2: float = 0.9
   latent_dim: int = 2
@@ -145,6 +149,8 @@ class TrainConfig:
       v = getattr(self, name)
       if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
         raise ValueError(f'{name} must be a finite float > 0, got {v!r}.')
+    if not (isinstance(self.lr_decay, (int, float)) and 0 <= self.lr_decay <= 1):
+      raise ValueError(f'lr_decay must be in [0, 1], got {self.lr_decay!r}.')
     for name in ('beta1', 'beta2', 'ema_decay'):
       v = getattr(self, name)
       if not (isinstance(v, (int, float)) and 0 <= v < 1):
@@ -170,6 +176,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     loss='hinge',
     lr_critic=2e-4,
     lr_generator=2e-4,
+    lr_decay=0.0,
     beta1=0.5,
     beta2=0.999,
     latent_dim=32,
@@ -205,9 +212,14 @@ def _write_json(path: str, obj) -> None:
 def _config_differences(saved: dict, config: TrainConfig) -> list[str]:
   now = config.to_json()
   keys = sorted(set(saved) | set(now))
-  return [
-    f'{k}: saved {saved.get(k)!r}, now {now.get(k)!r}' for k in keys if k != 'steps' and saved.get(k) != now.get(k)
+  # More steps continue a run, unless its learning rates decay over its (saved) length.
+  growable = () if now.get('lr_decay') else ('steps',)
+  diffs = [
+    f'{k}: saved {saved.get(k)!r}, now {now.get(k)!r}' for k in keys if k not in growable and saved.get(k) != now.get(k)
   ]
+  if not growable and saved.get('steps') != now.get('steps'):
+    diffs.append('the learning rates decay over the last lr_decay of the steps, so steps cannot change')
+  return diffs
 
 
 def prepare_run_folder(out_dir: str, config: TrainConfig, *, resume: bool = False, force: bool = False) -> bool:
@@ -217,6 +229,7 @@ def prepare_run_folder(out_dir: str, config: TrainConfig, *, resume: bool = Fals
     ``checkpoints/`` or any output file) is used as is.
   * A folder holding a run: with ``resume`` its ``config.json`` must equal
     ``config`` in every field but ``steps`` (more steps continue the run);
+    (unless ``lr_decay > 0``: the schedule depends on ``steps``);
     with ``force`` its outputs and checkpoints are deleted (other files are
     left alone); with neither it is an error and nothing is touched.
 
@@ -272,8 +285,8 @@ def _build(config: TrainConfig, dataset, mesh):
   trainer = gan_trainer(
     lambda p, z: generator.apply({'params': p}, z),
     lambda p, x: critic.apply({'params': p}, x),
-    optax.adam(config.lr_generator, config.beta1, config.beta2),
-    optax.adam(config.lr_critic, config.beta1, config.beta2),
+    optax.adam(_lr_schedule(config, config.lr_generator, 1), config.beta1, config.beta2),
+    optax.adam(_lr_schedule(config, config.lr_critic, config.n_critic), config.beta1, config.beta2),
     latent_shape=config.latent_dim,
     loss=config.loss,
     n_critic=config.n_critic,
@@ -282,6 +295,15 @@ def _build(config: TrainConfig, dataset, mesh):
     mesh=mesh,
   )
   return generator, critic, trainer
+
+
+def _lr_schedule(config: TrainConfig, peak: float, updates_per_step: int):
+  """``peak`` for the first ``1 - lr_decay`` of the steps, then linearly to 0 at the last step (in optimizer updates)."""
+  if not config.lr_decay:
+    return peak
+  total = config.steps * updates_per_step
+  start = round(config.steps * (1 - config.lr_decay)) * updates_per_step
+  return optax.join_schedules([optax.constant_schedule(peak), optax.linear_schedule(peak, 0.0, total - start)], [start])
 
 
 def _keys(seed: int):
@@ -379,7 +401,9 @@ def train(
   n_dev = mesh.devices.size
   if config.batch_size % n_dev:
     raise ValueError(f'batch_size {config.batch_size} is not divisible by the {n_dev} devices; choose a multiple.')
-  dataset, generator, critic, trainer, chunk = _machinery(dataclasses.replace(config, seed=0, steps=1), mesh)
+  # Cache across seeds (and lengths, when the learning rates do not depend on them).
+  key_config = dataclasses.replace(config, seed=0, steps=config.steps if config.lr_decay else 1)
+  dataset, generator, critic, trainer, chunk = _machinery(key_config, mesh)
   state = _init_state(config, dataset, generator, critic, trainer)
   os.makedirs(out_dir, exist_ok=True)
   history: list[dict] = []

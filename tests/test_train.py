@@ -143,6 +143,38 @@ def test_resume_with_a_different_configuration_is_refused(finished_run, capsys):
     train(_tiny(), out, resume=True, force=True, progress=False)
 
 
+def test_resume_may_extend_steps_only_without_lr_decay(tmp_path):
+  """More steps continue a run with constant learning rates; with a decay the schedule depends on steps: refused."""
+  const = str(tmp_path / 'const')
+  train(_tiny(steps=5, log_every=5, checkpoint_every=5, lr_decay=0.0), const, progress=False)
+  assert train(_tiny(steps=10, log_every=5, checkpoint_every=5, lr_decay=0.0), const, resume=True, progress=False)[
+    'steps'
+  ] == 10
+  decayed = str(tmp_path / 'decayed')
+  train(_tiny(steps=5, log_every=5, checkpoint_every=5, lr_decay=0.5), decayed, progress=False)
+  before = _snapshot(decayed)
+  with pytest.raises(RunFolderError, match='steps cannot change'):
+    train(_tiny(steps=10, log_every=5, checkpoint_every=5, lr_decay=0.5), decayed, resume=True, progress=False)
+  assert _snapshot(decayed) == before
+
+
+@pytest.mark.parametrize('steps, decay, n_critic', [(10, 0.4, 2), (7, 1.0, 3), (9, 0.0, 1), (100, 0.25, 5)])
+def test_lr_schedule(steps, decay, n_critic):
+  """Constant for the first (1 - lr_decay) of the steps, then linear to 0 at the last step; the critic's schedule
+  (n_critic updates per step) gives the same rate at the same step."""
+  from snjax.train import _lr_schedule
+
+  config = _tiny(steps=steps, lr_decay=decay, n_critic=n_critic)
+  gen = _lr_schedule(config, 0.5, 1)
+  critic = _lr_schedule(config, 0.5, n_critic)
+  start = round(steps * (1 - decay))
+  for t in range(steps + 1):
+    want = 0.5 if decay == 0 or t <= start else 0.5 * (steps - t) / (steps - start)
+    got_g = gen if decay == 0 else float(gen(t))
+    got_c = critic if decay == 0 else float(critic(t * n_critic))
+    assert got_g == pytest.approx(want, abs=1e-7) and got_c == pytest.approx(want, abs=1e-7), t
+
+
 def test_force_replaces_the_run(tmp_path):
   out = str(tmp_path / 'run')
   train(_tiny(steps=5, log_every=5, checkpoint_every=5), out, progress=False)
@@ -175,6 +207,7 @@ def test_bad_command_line(argv, message, capsys):
     (['--steps', '0'], 'steps must be an int >= 1, got 0'),
     (['--beta1', '1.5'], r'beta1 must be in \[0, 1\), got 1.5'),
     (['--lr-critic', '-1'], 'lr_critic must be a finite float > 0'),
+    (['--lr-decay', '1.5'], r'lr_decay must be in \[0, 1\], got 1.5'),
     (['--activation', 'swish'], "unknown activation 'swish'"),
     (['--log-every', '7', '--checkpoint-every', '10'], 'checkpoint_every \\(10\\) must be a multiple of log_every'),
   ],
