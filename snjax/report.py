@@ -8,8 +8,10 @@ For each weight that spectral normalization would touch, three numbers:
   the norm of the convolution operator on its real input size, estimated by
   power iteration to a tolerance (:func:`snjax.conv_operator_norm`, a lower
   bound that converges to it);
-* a **certified bound**: Gram iteration on the matrix, or on the blocks of the
-  convolution's Fourier decomposition (:func:`snjax.conv_norm_bound`).
+* a **certified bound**: Gram iteration on the matrix; for a convolution
+  (:func:`snjax.conv_norm_bound`), Gram iteration on its exact Gram matrix when
+  that is small (``dense_limit``), else on the blocks of its Fourier
+  decomposition (exact for circular padding, an embedding for zero padding).
 
 and their products over the layers. For a feed-forward network with
 1-Lipschitz activations (ReLU, leaky ReLU, tanh) and no normalization layers,
@@ -42,8 +44,8 @@ class LayerNorms(NamedTuple):
     reshaped_norm: spectral norm of the reshaped kernel matrix.
     operator_norm: the layer's operator norm (estimate for a conv), or ``None``.
     bound: a certified upper bound on the operator norm, or ``None``.
-    bound_note: what the bound is (``'gram'``, ``'circular, exact ...'``,
-      ``'zero padding, circular embedding ...'``).
+    bound_note: what the bound is (``'gram'``, ``'exact Gram matrix ...'``,
+      ``'circular, exact ...'``, ``'zero padding, circular embedding ...'``).
   """
 
   path: str
@@ -132,7 +134,8 @@ def lipschitz_report(
   tol: float = 1e-6,
   max_iterations: int = 2000,
   bound_method: str = 'gram',
-  n_gram_iterations: int = 10,
+  n_gram_iterations: int | None = None,
+  dense_limit: int = bounds.DENSE_LIMIT,
 ) -> LipschitzReport:
   """Reshaped norm, operator norm and certified bound of every normalized weight of ``params``.
 
@@ -148,7 +151,11 @@ def lipschitz_report(
     max_iterations: its cap on steps.
     bound_method: ``'gram'`` or ``'svd'`` for the conv bounds (see
       :func:`snjax.conv_norm_bound`).
-    n_gram_iterations: Gram iterations of the bounds.
+    n_gram_iterations: Gram iterations of the bounds (default: 10 for
+      matrices and FFT blocks, 16 for a conv's dense Gram matrix).
+    dense_limit: the largest ``min(in_dim, out_dim)`` of a convolution whose
+      exact Gram matrix is formed for its bound (see
+      :func:`snjax.conv_norm_bound`); 0 gives the FFT bounds only.
 
   Returns:
     A :class:`LipschitzReport`.
@@ -180,9 +187,16 @@ def lipschitz_report(
       op = float(conv.conv_operator_norm(kernel, spec.input_shape, tol=tol, max_iterations=max_iterations, **kw))
       try:
         bound = float(
-          bounds.conv_norm_bound(kernel, spec.input_shape, method=bound_method, n_iterations=n_gram_iterations, **kw)
+          bounds.conv_norm_bound(
+            kernel,
+            spec.input_shape,
+            method=bound_method,
+            n_iterations=n_gram_iterations,
+            dense_limit=dense_limit,
+            **kw,
+          )
         )
-        note = bounds.conv_bound_description(kernel.shape, spec.input_shape, **kw)[1]
+        note = bounds.conv_bound_description(kernel.shape, spec.input_shape, dense_limit=dense_limit, **kw)[1]
       except ValueError as err:  # e.g. REFLECT padding: no certified bound
         bound, note = None, str(err)
       rows.append(LayerNorms(path, 'conv', tuple(leaf.shape), tuple(spec.input_shape), reshaped, op, bound, note))
@@ -196,6 +210,7 @@ def lipschitz_report(
       if leaf.ndim - len(lay.batch_axes) >= 3:
         rows.append(LayerNorms(name, 'conv?', tuple(leaf.shape), None, reshaped, None, None, 'no ConvSpec'))
         continue
-      bound = float(bounds.matrix_norm_bound(jax.numpy.asarray(m, leaf.dtype), n_gram_iterations))
+      n_matrix = 10 if n_gram_iterations is None else n_gram_iterations
+      bound = float(bounds.matrix_norm_bound(jax.numpy.asarray(m, leaf.dtype), n_matrix))
       rows.append(LayerNorms(name, 'dense', tuple(leaf.shape), None, reshaped, reshaped, bound, 'gram'))
   return LipschitzReport(tuple(rows))

@@ -49,12 +49,25 @@ def test_rows_match_dense_references(report_and_params):
     kernel = np.asarray(params[path.split('/')[0]]['kernel'], np.float64)
     np.testing.assert_allclose(row.reshaped_norm, np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), 2), rtol=1e-6)
     np.testing.assert_allclose(row.operator_norm, truths[path], rtol=1e-3)
-    assert row.bound >= truths[path]
+    # Small layers: the bound is Gram iteration on the exact Gram matrix (convs) or on the kernel (dense).
+    assert truths[path] <= row.bound <= truths[path] * (1 + 1e-3)
   assert rows['Conv_0/kernel'].kind == 'conv' and rows['Dense_0/kernel'].kind == 'dense'
   assert rows['Conv_0/kernel'].input_shape == (6, 6, 2)
+  assert rows['Conv_0/kernel'].bound_note.startswith('exact Gram matrix')
   np.testing.assert_allclose(report.reshaped_product, math.prod(r.reshaped_norm for r in report.layers))
   np.testing.assert_allclose(report.operator_product, math.prod(truths.values()), rtol=3e-3)
   assert report.bound_product >= report.operator_product
+
+
+def test_dense_limit_zero_gives_the_fft_embedding(report_and_params):
+  report, params = report_and_params
+  model, x = TinyCNN(), jnp.ones((1, 6, 6, 2))
+  fft = snjax.lipschitz_report(params, snjax.conv_specs(model, x), dense_limit=0)
+  for tight, loose in zip(report.layers, fft.layers, strict=True):
+    assert loose.bound >= tight.operator_norm
+  # The 3x3 SAME conv on 6x6: the embedding is looser than the exact Gram matrix.
+  assert fft.layers[0].bound > report.layers[0].bound * 1.005
+  assert 'embedding' in fft.layers[0].bound_note
 
 
 def test_table_prints_every_layer_and_the_product(report_and_params):
