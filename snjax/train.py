@@ -320,20 +320,71 @@ def _init_state(config: TrainConfig, dataset, generator, critic, trainer):
   return trainer.init(k_state, g_params, c_params)
 
 
-def _make_chunk(config: TrainConfig, dataset, trainer):
-  """A jitted ``(state, data_key, first_step, length) -> (state, metrics)`` running ``length`` train steps."""
+def _has_convolution(jaxpr) -> bool:
+  """Whether a (closed) jaxpr or any jaxpr nested in it (jit, scan, cond, custom_vjp, ...) has a convolution."""
+  jaxpr = getattr(jaxpr, 'jaxpr', jaxpr)
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      return True
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        if hasattr(sub, 'eqns') or hasattr(getattr(sub, 'jaxpr', None), 'eqns'):
+          if _has_convolution(sub):
+            return True
+  return False
+
+
+def _auto_chunk_mode(step_jaxpr, platform: str) -> str:
+  """``'loop'`` for a train step with a convolution on CPU, else ``'scan'`` (see :func:`_make_chunk`)."""
+  return 'loop' if platform == 'cpu' and _has_convolution(step_jaxpr) else 'scan'
+
+
+def _make_chunk(config: TrainConfig, dataset, trainer, mode: str = 'auto'):
+  """``(state, data_key, first_step, length) -> (state, metrics)``: ``length`` train steps, metrics stacked.
+
+  Step ``t`` trains on the real batch drawn with ``fold_in(data_key, t)``. Two ways to run the steps, each
+  deterministic (a resumed run that repeats the same chunks repeats the uninterrupted run bit for bit):
+
+  * ``'scan'``: one jitted ``lax.scan`` over the steps (one dispatch per chunk; one compilation per
+    ``length``). The fast way for MLPs.
+  * ``'loop'``: a Python loop over one jitted step (data drawn inside it), so any split of a run into chunks
+    gives the same numbers. XLA:CPU puts convolutions into the layouts of its fast kernels only in the entry
+    computation: a conv critic's backward convolutions inside a ``lax.scan`` run as naive emitted loops,
+    10-30x slower (see README, "Benchmarks"). Costs one dispatch per step.
+  * ``'auto'`` (default): ``'loop'`` on CPU when the train step has a convolution, else ``'scan'``, decided
+    at the first call (the returned function's ``mode`` attribute then says which).
+
+  Raises:
+    ValueError: an unknown ``mode``.
+  """
+  if mode not in ('auto', 'scan', 'loop'):
+    raise ValueError(f"chunk mode must be 'auto', 'scan' or 'loop', got {mode!r}.")
   sampler = _data.make_sampler(dataset)
   shape = _data.sample_shape(dataset)
   n, b = config.n_critic, config.batch_size
 
+  def one(state, data_key, step):
+    real = sampler(jax.random.fold_in(data_key, step), n * b).reshape(n, b, *shape)
+    return trainer.train_step(state, real)
+
+  def scan_chunk(state, data_key, first_step, length):
+    return jax.lax.scan(lambda s, t: one(s, data_key, t), state, first_step + jnp.arange(length))
+
+  scan_jit, one_jit = jax.jit(scan_chunk, static_argnums=3), jax.jit(one)
+
   def chunk(state, data_key, first_step, length):
-    def one(state, step):
-      real = sampler(jax.random.fold_in(data_key, step), n * b).reshape(n, b, *shape)
-      return trainer.train_step(state, real)
+    if chunk.mode == 'auto':
+      chunk.mode = _auto_chunk_mode(jax.make_jaxpr(one)(state, data_key, jnp.int32(0)), jax.devices()[0].platform)
+    if chunk.mode == 'scan':
+      return scan_jit(state, data_key, jnp.asarray(first_step, jnp.int32), length)
+    start, per_step = int(first_step), []
+    for t in range(start, start + length):
+      state, metrics = one_jit(state, data_key, np.int32(t))
+      per_step.append(metrics)
+    return state, {k: jnp.stack([m[k] for m in per_step]) for k in per_step[0]}
 
-    return jax.lax.scan(one, state, first_step + jnp.arange(length))
-
-  return jax.jit(chunk, static_argnums=3)
+  chunk.mode = mode  # 'auto' until the first call
+  return chunk
 
 
 @functools.lru_cache(maxsize=8)

@@ -11,7 +11,7 @@ functions over a :class:`GANTrainState` pytree:
 * ``trainer.generator_step(state, real) -> (state, metrics)``: one generator
   update (``real`` gives the batch size; it is not shown to the generator).
 * ``trainer.train_step(state, real) -> (state, metrics)``: ``n_critic`` critic
-  updates (a ``lax.scan``) then one generator update. ``real`` is either
+  updates (unrolled) then one generator update. ``real`` is either
   ``(n_critic, B, ...)`` (a fresh real batch per critic update, as in WGAN-GP)
   or ``(B, ...)`` (the same real batch for every critic update).
 * ``trainer.critic_scores(state, x)``: the evaluation critic (no power
@@ -419,7 +419,6 @@ def gan_trainer(
     if stacked:
       check_batch(state, real[0], 'train_step')
       batch_size = real.shape[1]
-      after_critic, critic_metrics = jax.lax.scan(critic_update, state, real)
     else:
       try:
         check_batch(state, real, 'train_step')
@@ -429,7 +428,15 @@ def gan_trainer(
           f'{n_critic} of them stacked, (n_critic={n_critic}, B, ...).'
         ) from None
       batch_size = real.shape[0]
-      after_critic, critic_metrics = jax.lax.scan(lambda s, _: critic_update(s, real), state, None, length=n_critic)
+    # The n_critic updates are unrolled in Python (n_critic is static and small), not a lax.scan: XLA:CPU
+    # rewrites convolutions into the layouts of its fast (Eigen / YNNPACK) kernels only in the entry
+    # computation, so the backward convolutions of a conv critic inside a while loop, even one of trip count 1,
+    # run the naive emitted loops, 5-30x slower (see README, "Benchmarks").
+    after_critic, per_update = state, []
+    for i in range(n_critic):
+      after_critic, m = critic_update(after_critic, real[i] if stacked else real)
+      per_update.append(m)
+    critic_metrics = {k: jnp.stack([m[k] for m in per_update]) for k in per_update[0]}
     new, gen_metrics = generator_update(after_critic, batch_size)
     finite = jnp.all(critic_metrics.pop('finite')) & gen_metrics.pop('finite')
     metrics = {k: (v[-1] if k.startswith('sigma') else jnp.mean(v, axis=0)) for k, v in critic_metrics.items()}

@@ -339,3 +339,89 @@ def test_nnx_critic_plugs_in():
   assert sorted(p.removesuffix('/value') for p in snjax.sigmas(state.sn_state)) == ['l1/kernel', 'l2/kernel']
   state, m = trainer.train_step(state, _real(9))
   assert bool(m['finite']) and int(state.step) == 1
+
+
+# A conv critic on 8x8x1 images (as in `snjax train --dataset digits`), with an MLP generator to keep it small.
+IMG = (8, 8, 1)
+CONV_G = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(64), lambda h: jnp.tanh(h).reshape(h.shape[0], *IMG)])
+CONV_D = nn.Sequential(
+  [
+    nn.Conv(4, (3, 3)),
+    lambda h: nn.leaky_relu(h, 0.2),
+    nn.Conv(8, (4, 4), strides=(2, 2)),
+    lambda h: nn.leaky_relu(h, 0.2).reshape(h.shape[0], -1),
+    nn.Dense(1),
+  ]
+)
+
+
+@pytest.fixture(scope='module')
+def conv_trainer():
+  trainer = snjax.gan_trainer(
+    lambda p, z: CONV_G.apply({'params': p}, z),
+    lambda p, x: CONV_D.apply({'params': p}, x),
+    optax.adam(1e-3, b1=0.5),
+    optax.adam(1e-3, b1=0.5),
+    latent_shape=LATENT,
+    n_critic=3,
+    ema_decay=0.9,
+  )
+  gp = CONV_G.init(jax.random.key(20), jnp.zeros((1, LATENT)))['params']
+  cp = CONV_D.init(jax.random.key(21), jnp.zeros((1, *IMG)))['params']
+  return trainer, trainer.init(jax.random.key(22), gp, cp)
+
+
+def _images(seed, *lead):
+  return jnp.tanh(jax.random.normal(jax.random.key(200 + seed), (*lead, B, *IMG)))
+
+
+@pytest.mark.parametrize('stacked', [True, False])
+def test_conv_train_step_is_n_critic_critic_steps_then_a_generator_step(conv_trainer, stacked):
+  """The unrolled critic updates of train_step are critic_step's; the RNG and the counters agree bit for bit.
+
+  The floats agree to rounding only: train_step and the single steps are different XLA programs, whose fusions
+  may order a sum differently (measured: at most ~1e-7 apart).
+  """
+  trainer, state0 = conv_trainer
+  real = _images(0, 3) if stacked else _images(0)
+  new, metrics = trainer.train_step(state0, real)
+  state, critic_metrics = state0, []
+  for i in range(3):
+    state, m = trainer.critic_step(state, real[i] if stacked else real)
+    critic_metrics.append(m)
+  state, gm = trainer.generator_step(state, real[0] if stacked else real)
+  for field in ('step', 'critic_updates', 'rng'):
+    np.testing.assert_array_equal(np.asarray(getattr(new, field)), np.asarray(getattr(state, field)))
+  _assert_trees_close(new, state, rtol=1e-5, atol=1e-6)
+  assert set(metrics) == set(critic_metrics[0]) | set(gm)
+  for k, v in metrics.items():
+    if k == 'finite':
+      assert bool(v)
+    elif k.startswith('sigma'):
+      np.testing.assert_allclose(float(v), float(critic_metrics[-1][k]), rtol=1e-5)
+    elif k.startswith('generator'):
+      np.testing.assert_allclose(float(v), float(gm[k]), rtol=1e-5, atol=1e-7)
+    else:
+      np.testing.assert_allclose(float(v), np.mean([float(m[k]) for m in critic_metrics]), rtol=1e-5, atol=1e-7)
+  # All or nothing: a non-finite image in the last critic update's batch returns the input state.
+  bad = _images(0, 3).at[2, 0, 0, 0, 0].set(jnp.inf)
+  refused, m = trainer.train_step(state0, bad)
+  assert not bool(m['finite'])
+  _assert_trees_equal(refused, state0)
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='XLA:CPU convolution layouts')
+def test_conv_train_step_compiles_to_fast_convolutions(conv_trainer):
+  """Every convolution of the compiled train step is in XLA:CPU's canonical form (NHWC input, HWIO kernel).
+
+  XLA:CPU canonicalizes convolutions for its fast kernels only in the entry computation: with the critic
+  updates in a lax.scan, the backward convolutions keep autodiff's dimension numbers (e.g. the kernel gradient's
+  f01b_i01o->01bf) and run as naive loops, 10-30x slower. train_step unrolls them.
+  """
+  import re
+
+  trainer, state0 = conv_trainer
+  text = trainer.train_step.lower(state0, _images(1, 3)).compile().as_text()
+  labels = re.findall(r'convolution\([^)]*\), window=\{[^}]*\}, dim_labels=([^ ,\s]+)', text)
+  assert set(labels) == {'b01f_01io->b01f'}
+  assert len(labels) >= 3 * 6  # 3 critic updates x 2 layers x (forward, input and kernel gradient), at least
