@@ -390,7 +390,8 @@ def _make_chunk(config: TrainConfig, dataset, trainer, mode: str = 'auto'):
 @functools.lru_cache(maxsize=8)
 def _machinery(config: TrainConfig, mesh):
   """The data set, models, trainer and chunk function of a configuration (cached: a second run of the same
-  shapes in one process reuses the compiled steps). ``config`` has ``seed`` and ``steps`` zeroed."""
+  shapes in one process reuses the compiled steps). ``config`` has ``seed`` zeroed, and ``steps`` too when the
+  learning rates do not decay (their schedule depends on it)."""
   dataset = _data.get_dataset(config.dataset)
   generator, critic, trainer = _build(config, dataset, mesh)
   return dataset, generator, critic, trainer, _make_chunk(config, dataset, trainer)
