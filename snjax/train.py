@@ -298,7 +298,7 @@ def _build(config: TrainConfig, dataset, mesh):
 
 
 def _lr_schedule(config: TrainConfig, peak: float, updates_per_step: int):
-  """``peak`` for the first ``1 - lr_decay`` of the steps, then linearly to 0 at the last step (in optimizer updates)."""
+  """``peak`` for the first ``1 - lr_decay`` of the steps, then linearly to 0 at the last (counted in updates)."""
   if not config.lr_decay:
     return peak
   total = config.steps * updates_per_step

@@ -147,9 +147,10 @@ def test_resume_may_extend_steps_only_without_lr_decay(tmp_path):
   """More steps continue a run with constant learning rates; with a decay the schedule depends on steps: refused."""
   const = str(tmp_path / 'const')
   train(_tiny(steps=5, log_every=5, checkpoint_every=5, lr_decay=0.0), const, progress=False)
-  assert train(_tiny(steps=10, log_every=5, checkpoint_every=5, lr_decay=0.0), const, resume=True, progress=False)[
-    'steps'
-  ] == 10
+  assert (
+    train(_tiny(steps=10, log_every=5, checkpoint_every=5, lr_decay=0.0), const, resume=True, progress=False)['steps']
+    == 10
+  )
   decayed = str(tmp_path / 'decayed')
   train(_tiny(steps=5, log_every=5, checkpoint_every=5, lr_decay=0.5), decayed, progress=False)
   before = _snapshot(decayed)
