@@ -47,11 +47,15 @@ class Runner:
     compile_s: for JAX variants, the seconds ``lower(...).compile()`` of the
       step took (the executable ``step`` then runs); ``None`` for torch.
     memory: for JAX variants, XLA's memory analysis of that executable.
+    times: for JAX variants, ``{'lower': s, 'compile': s, 'lower_cpu': s,
+      'compile_cpu': s}``: tracing + lowering to StableHLO and XLA's compile,
+      in wall time and in CPU time of this process.
   """
 
   step: Callable[[], Any]
   compile_s: float | None = None
   memory: Any = None
+  times: dict | None = None
 
 
 def hinge_loss(d_real, d_fake):
@@ -87,15 +91,19 @@ def _jax_runner(loss_fn, params, aux, spec: Spec, channels_first: bool = False) 
     return (optax.apply_updates(params, updates), opt_state, aux), loss
 
   box = {'carry': jax.block_until_ready((params, opt.init(params), aux))}
-  t0 = time.perf_counter()
-  compiled = jax.jit(train_step, donate_argnums=0).lower(box['carry'], real, fake).compile()
-  compile_s = time.perf_counter() - t0
+  t0, c0 = time.perf_counter(), time.process_time()
+  lowered = jax.jit(train_step, donate_argnums=0).lower(box['carry'], real, fake)
+  t1, c1 = time.perf_counter(), time.process_time()
+  compiled = lowered.compile()
+  t2, c2 = time.perf_counter(), time.process_time()
+  compile_s = t2 - t0
+  times = dict(lower=t1 - t0, compile=t2 - t1, lower_cpu=c1 - c0, compile_cpu=c2 - c1)
 
   def step():
     box['carry'], loss = compiled(box['carry'], real, fake)
     jax.block_until_ready((box['carry'], loss))
 
-  return Runner(step, compile_s, compiled.memory_analysis())
+  return Runner(step, compile_s, compiled.memory_analysis(), times)
 
 
 # ----------------------------------------------------------------------------- Flax (linen)

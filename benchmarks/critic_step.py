@@ -10,10 +10,11 @@ WGAN toy MLP critic. Variants run interleaved (round-robin, rotated order);
 times are medians over rounds and each overhead is the median of the per-round
 ratios t_SN / t_plain - 1 against the plain step of the same framework.
 
-Also: jit compile time with and without SN, peak memory (XLA's memory
-analysis of the compiled step), the time of ``sn_apply`` alone against the
-memory-bandwidth floor of two passes over the weights, and how the overhead
-changes with batch size and width.
+Also: jit compile time with and without SN (each variant compiled in fresh
+processes, tracing/lowering and XLA's compile timed apart), peak memory
+(XLA's memory analysis of the compiled step), the time of ``sn_apply`` alone
+against the memory-bandwidth floor of two passes over the weights, and how
+the overhead changes with batch size and width.
 
 Usage (from the repository root)::
 
@@ -151,17 +152,51 @@ def section_step(specs, frameworks, rounds, inner, results):
       )
 
 
-def section_compile(specs, frameworks, results):
-  print('\n## jit compile time of the train step (lower + compile, one fresh compilation each)')
-  print('\n| critic | variant | compile |')
-  print('|---|---|---|')
+def _compile_one(spec: C.Spec, label: str) -> dict:
+  """Builds (and so compiles) one variant in this process; returns its lower / compile times."""
+  jax.config.update('jax_enable_compilation_cache', False)  # a persistent cache would hide the compile
+  for plain_label, plain_build, sn_builds in C.FRAMEWORKS.values():
+    builds = {plain_label: plain_build, **sn_builds}
+    if label in builds:
+      runner = builds[label](spec)
+      return runner.times or {}
+  raise ValueError(f'unknown variant {label!r}')
+
+
+def section_compile(specs, frameworks, repeats, results):
+  """Compile times, each from a fresh process (no in-process caches, no order effects), interleaved."""
+  print('\n## jit compile time of the train step, plain vs spectral norm')
+  print(f'\nEach variant compiled in a fresh process, {repeats} processes per variant, round-robin; medians.')
+  print('lower = tracing + lowering to StableHLO (Python); compile = XLA. CPU: CPU time of that process.')
+  print('\n| critic | variant | lower | compile | compile (CPU time) | lower + compile |')
+  print('|---|---|---|---|---|---|')
   for spec in specs:
-    runners, _ = _variants(frameworks, spec)
-    for label, runner in runners.items():
-      if runner.compile_s is None:
+    labels = []
+    for fw in frameworks:
+      if fw == 'torch' or not _available(fw):
         continue
-      print(f'| {_describe(spec)} | {label} | {runner.compile_s:.2f} s |', flush=True)
-      results.setdefault('compile', []).append(dict(critic=_describe(spec), variant=label, compile_s=runner.compile_s))
+      plain_label, _, sn_builds = C.FRAMEWORKS[fw]
+      for label in (plain_label, *sn_builds):
+        if label == 'snjax.linen.SpectralNorm' and not C.snjax_module_available():
+          continue
+        if label not in labels:
+          labels.append(label)
+    runs: dict = {label: [] for label in labels}
+    for r in range(repeats):
+      for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
+        arg = f'{spec.critic}:{spec.batch}:{spec.width}:{spec.depth}:{label}'
+        cmd = [sys.executable, '-m', 'benchmarks.critic_step', '--compile-one', arg]
+        cwd = str(Path(__file__).resolve().parent.parent)
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=cwd).stdout
+        runs[label].append(json.loads(out.strip().splitlines()[-1]))
+    for label in labels:
+      med = {k: T.median([t[k] for t in runs[label]]) for k in runs[label][0]}
+      print(
+        f'| {_describe(spec)} | {label} | {med["lower"]:.2f} s | {med["compile"]:.2f} s | {med["compile_cpu"]:.2f} s '
+        f'| {T.median([t["lower"] + t["compile"] for t in runs[label]]):.2f} s |',
+        flush=True,
+      )
+      results.setdefault('compile', []).append(dict(critic=_describe(spec), variant=label, runs=runs[label], **med))
 
 
 def section_memory(spec, frameworks, results):
@@ -268,8 +303,14 @@ def main(argv=None) -> int:
   parser.add_argument('--mlp-batch', type=int, default=256, help='MLP batch per side (real, fake)')
   parser.add_argument('--scaling-batches', default=None, help='CNN batches per side for the scaling sweep (4,16,64)')
   parser.add_argument('--scaling-widths', default=None, help='MLP widths for the scaling sweep (128,512,1024)')
+  parser.add_argument('--compile-repeats', type=int, default=None, help='fresh processes per variant (3 quick, 5)')
   parser.add_argument('--json', default=None, help='also write the results to this JSON file')
+  parser.add_argument('--compile-one', default=None, help=argparse.SUPPRESS)  # internal: one compile, JSON out
   args = parser.parse_args(argv)
+  if args.compile_one:
+    critic, batch, width, depth, label = args.compile_one.split(':', 4)
+    print(json.dumps(_compile_one(C.Spec(critic, int(batch), int(width), int(depth)), label)))
+    return 0
 
   rounds = args.rounds or (5 if args.quick else 21)
   inner = args.inner or (2 if args.quick else 3)
@@ -294,7 +335,7 @@ def main(argv=None) -> int:
   if 'step' in sections:
     section_step(specs, frameworks, rounds, inner, results)
   if 'compile' in sections:
-    section_compile(specs, frameworks, results)
+    section_compile(specs, frameworks, args.compile_repeats or (3 if args.quick else 5), results)
   if 'memory' in sections and 'cnn' in critics:
     section_memory(next(s for s in specs if s.critic == 'cnn'), frameworks, results)
   if 'sn_alone' in sections:

@@ -221,7 +221,7 @@ def sn_apply(
   entries = _flatten_state(state)
   _check_state_paths(selected, entries, include, exclude)
   sel = set(selected)
-  new_leaves, new_entries = [], {}
+  new_leaves, new_entries, batched = [], {}, []
   for keys, leaf in flat:
     if keys not in sel:
       new_leaves.append(leaf)
@@ -249,6 +249,12 @@ def sn_apply(
         new_entries[keys] = new_entry
       continue
     _check_entry(path, entry, leaf, lay)
+    if update and tol is None:
+      # Normalized below, all such leaves together (one compiled reduction for all their norms).
+      batched.append((len(new_leaves), keys, leaf, entry['u'], lay))
+      new_leaves.append(None)
+      new_entries[keys] = None
+      continue
     if update:
       res = power.power_iteration(
         leaf, entry['u'], lay, n_iterations=n_power_iterations, eps=eps, tol=tol, max_iterations=max_iterations
@@ -258,6 +264,14 @@ def sn_apply(
     else:
       sigma = jax.lax.stop_gradient(jnp.asarray(entry['sigma']))
     new_leaves.append(power.scale_kernel(leaf, target_norm / sigma, lay))
+  if batched:
+    _, _, leaves, us, lays = zip(*batched, strict=True)
+    scaled, results = power.normalize_many(
+      leaves, us, lays, n_iterations=n_power_iterations, eps=eps, target_norm=float(target_norm)
+    )
+    for (at, keys, *_), new_leaf, res in zip(batched, scaled, results, strict=True):
+      new_leaves[at] = new_leaf
+      new_entries[keys] = {'u': res.u, 'sigma': jax.lax.stop_gradient(res.sigma)}
   new_params = jax.tree_util.tree_unflatten(treedef, new_leaves)
   if not update:
     return new_params, state
