@@ -1,15 +1,25 @@
-"""Accuracy and cost of the conv mode on the SN-GAN "standard CNN" critic at initialization.
+"""Accuracy and cost of the conv mode and of the certified bounds on the SN-GAN "standard CNN" critic at init.
 
 Per layer (32x32x3 input, SAME padding): the reshaped-kernel norm that every peer
 library normalizes by, the operator norm of the convolution (Lanczos in float64
 to 1e-8, a lower bound; for Conv_0 also the exact float64 eigenvalue of the
-dense A^T A), the certified upper bound (exact per-block SVD on the circular
-embedding, float64) and the Gram-iteration bound (float32, 10 iterations), the
-conv-mode sigma of ``sn_init`` + 10 ``sn_apply`` steps (float32), and the
-ratios. Then the time per jitted ``sn_apply`` step, conv mode against matrix
+dense A^T A built from vjps), and three certified upper bounds:
+
+* ``default``: ``snjax.conv_norm_bound`` as called with no options, float32
+  (the exact Gram matrix where ``D = min(in_dim, out_dim) <= 2048``, else the
+  FFT embedding, 10 Gram iterations), and its time;
+* ``fft(svd)``: the FFT embedding with exact per-block SVDs, float64 (the
+  bound before the dense path existed);
+* ``dense``: Gram iteration (18 steps) on the exact D x D Gram matrix, float64,
+  where ``D <= --dense-limit`` (4096 by default: Conv_0, Conv_5, Conv_6), and
+  its time.
+
+Since ``operator <= true norm <= any bound``, ``bound/op`` certifies how close
+both are. Then the conv-mode sigma of ``sn_init`` + 10 ``sn_apply`` steps
+(float32), and the time per jitted ``sn_apply`` step, conv mode against matrix
 mode (float32).
 
-    PYTHONPATH=. python benchmarks/conv_accuracy.py [--repeats 20]
+    PYTHONPATH=. python benchmarks/conv_accuracy.py [--repeats 20] [--dense-limit 4096]
 """
 
 from __future__ import annotations
@@ -66,7 +76,7 @@ def timed(fn, *args, repeats: int):
   return (time.perf_counter() - start) / repeats
 
 
-def main(repeats: int = 20) -> None:
+def main(repeats: int = 20, dense_limit: int = 4096) -> None:
   model = Critic()
   x = jnp.ones((1, 32, 32, 3), jnp.float32)
   params = jax.tree.map(lambda a: a.astype(jnp.float32), model.init(jax.random.key(0), x)['params'])
@@ -84,73 +94,106 @@ def main(repeats: int = 20) -> None:
   header = (
     'layer',
     'input',
+    'D',
     'reshaped',
     'operator',
     'dense f64',
-    'bound(svd)',
-    'bound(gram)',
+    'default',
+    's',
+    'fft(svd)',
+    'dense',
+    's ',
     'sn_apply',
     'op/resh',
-    'svd/op',
-    'gram/op',
+    'default/op',
+    'fft/op',
+    'dense/op',
     'sn/op',
   )
-  rows = []
-  for i, (name, leaf) in enumerate(sorted(params.items())):
+
+  def f(v, digits=4):
+    return '-' if v is None else f'{v:.{digits}f}'
+
+  def ratio(a, b):
+    return '-' if a is None or b is None else f'{a / b:.6f}'
+
+  table = [header]
+  products = {'resh': 1.0, 'op': 1.0, 'default': 1.0, 'fft': 1.0, 'dense': 1.0, 'sn': 1.0}
+  for name, leaf in sorted(params.items()):
     kernel = leaf['kernel']
     path = f'{name}/kernel'
     reshaped = float(np.linalg.norm(np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1]), 2))
     sigma_sn = float(sn_sigmas[path])
     spec = conv_lib.resolve_conv_spec(specs, path)
-    if spec is None:
-      rows.append((name, '-', reshaped, reshaped, reshaped, reshaped, reshaped, sigma_sn))
+    if spec is None:  # the Dense layer: the exact norm, and Gram iteration with its margin as the bound
+      b = float(snjax.matrix_norm_bound(kernel))
+      values = dict(resh=reshaped, op=reshaped, default=b, fft=b, dense=b, sn=sigma_sn)
+      for key in products:
+        products[key] *= values[key]
+      row = (name, '-', '-', f(reshaped), f(reshaped, 6), f(reshaped, 6), f(b, 6), '-', f(b, 6), f(b, 6), '-')
+      table.append(row + (f(sigma_sn), '1.000', ratio(b, reshaped), ratio(b, reshaped), ratio(b, reshaped)))
+      table[-1] += (ratio(sigma_sn, reshaped),)
       continue
     k64 = kernel.astype(jnp.float64)
     kw = dict(strides=spec.strides, padding=spec.padding)
+    geo = conv_lib._geometry(tuple(kernel.shape), spec)
+    dim = min(snjax.bounds._dense_sides(geo, kernel.shape[-1]))
     op = float(snjax.conv_operator_norm(k64, spec.input_shape, tol=1e-8, max_iterations=1024, **kw))
     dense = dense_gram_norm(k64, spec) if np.prod(spec.input_shape) <= 3072 else None
-    b_svd = float(snjax.conv_norm_bound(k64, spec.input_shape, method='svd', **kw))
-    b_gram = float(snjax.conv_norm_bound(kernel, spec.input_shape, method='gram', n_iterations=10, **kw))
-    rows.append((name, 'x'.join(map(str, spec.input_shape)), reshaped, op, dense, b_svd, b_gram, sigma_sn))
-    del i
-
-  def f(v):
-    return '-' if v is None else f'{v:.4f}'
-
-  table = [header]
-  prod = np.ones(7)
-  for name, inp, resh, op, dense, b_svd, b_gram, sn in rows:
-    prod *= [resh, op, 1.0, b_svd, b_gram, sn, 1.0]
+    start = time.perf_counter()
+    b_default = float(snjax.conv_norm_bound(kernel, spec.input_shape, **kw))
+    t_default = time.perf_counter() - start
+    b_fft = float(snjax.conv_norm_bound(k64, spec.input_shape, method='svd', operator='fourier', **kw))
+    b_dense = t_dense = None
+    if dim <= dense_limit:
+      start = time.perf_counter()
+      b_dense = float(snjax.conv_norm_bound(k64, spec.input_shape, operator='dense', **kw))
+      t_dense = time.perf_counter() - start
+    values = dict(resh=reshaped, op=op, default=b_default, fft=b_fft, dense=b_dense or b_fft, sn=sigma_sn)
+    for key in products:
+      products[key] *= values[key]
     table.append(
       (
         name,
-        inp,
-        f(resh),
-        f(op),
-        f(dense),
-        f(b_svd),
-        f(b_gram),
-        f(sn),
-        f'{op / resh:.3f}',
-        f'{b_svd / op:.4f}',
-        f'{b_gram / op:.4f}',
-        f'{sn / op:.4f}',
+        'x'.join(map(str, spec.input_shape)),
+        str(dim),
+        f(reshaped),
+        f(op, 6),
+        f(dense, 6),
+        f(b_default, 6),
+        f(t_default, 1),
+        f(b_fft, 6),
+        f(b_dense, 6),
+        f(t_dense, 1),
+        f(sigma_sn),
+        f'{op / reshaped:.3f}',
+        ratio(b_default, op),
+        ratio(b_fft, op),
+        ratio(b_dense, op),
+        ratio(sigma_sn, op),
       )
     )
+    print(' '.join(table[-1]), flush=True)
+  p = products
   table.append(
     (
       'product',
       '',
-      f(prod[0]),
-      f(prod[1]),
       '',
-      f(prod[3]),
-      f(prod[4]),
-      f(prod[5]),
-      f'{prod[1] / prod[0]:.3f}',
-      f'{prod[3] / prod[1]:.4f}',
-      f'{prod[4] / prod[1]:.4f}',
-      f'{prod[5] / prod[1]:.4f}',
+      f(p['resh']),
+      f(p['op']),
+      '',
+      f(p['default']),
+      '',
+      f(p['fft']),
+      f(p['dense']),
+      '',
+      f(p['sn']),
+      f'{p["op"] / p["resh"]:.3f}',
+      ratio(p['default'], p['op']),
+      ratio(p['fft'], p['op']),
+      ratio(p['dense'], p['op']),
+      ratio(p['sn'], p['op']),
     )
   )
   widths = [max(len(r[j]) for r in table) for j in range(len(header))]
@@ -159,6 +202,7 @@ def main(repeats: int = 20) -> None:
   print('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
   for r in table[1:]:
     print('| ' + ' | '.join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + ' |')
+  print('(product of dense: the dense bound where computed, else fft(svd))')
 
   matrix_state = snjax.sn_init(jax.random.key(1), params)
   matrix_step = jax.jit(lambda p, s: snjax.sn_apply(p, s))
@@ -178,4 +222,6 @@ def main(repeats: int = 20) -> None:
 if __name__ == '__main__':
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--repeats', type=int, default=20)
-  main(parser.parse_args().repeats)
+  parser.add_argument('--dense-limit', type=int, default=4096)
+  args = parser.parse_args()
+  main(args.repeats, args.dense_limit)

@@ -34,7 +34,7 @@ convolution is ``y = sum_a (T_1[a_1] (x) .. (x) T_d[a_d]) x K_a`` with 0/1
 tables ``T_i[a]`` read off the convolution itself, and its Gram matrix on the
 smaller side, ``A^T A = sum_{a,b} (W_a^T W_b) (x) (K_a K_b^T)`` (or ``A A^T``),
 is formed exactly in ``O(D^2 k^2)``. Gram iteration on it bounds ``||A||^2``
-tightly (1e-5 or better after 16 iterations, see :func:`conv_norm_bound`):
+tightly (1e-6 or better after 18 iterations, see :func:`conv_norm_bound`):
 wherever ``D = min(in_dim, out_dim) <= dense_limit`` this replaces the
 embedding for zero, reflect and non-dividing circular strides.
 
@@ -274,8 +274,8 @@ def circular_conv_singular_values(
 
 DENSE_LIMIT = 2048
 """Default ``dense_limit`` of :func:`conv_norm_bound`: the largest ``min(in_dim, out_dim)`` whose exact Gram
-matrix is formed (a ``D x D`` matrix; its Gram iteration costs about ``D^3`` flops per step: 16 steps at D = 2048
-take about 10 s in float64 on two CPU cores)."""
+matrix is formed (a ``D x D`` matrix; its Gram iteration costs about ``D^3`` flops per step: 18 steps at D = 2048
+take about 20 s in float64 on two loaded CPU cores, at D = 4096 about 4 min)."""
 
 _DENSE_ITERATIONS = 18
 _FOURIER_ITERATIONS = 10
@@ -455,9 +455,9 @@ def conv_norm_bound(
     ``A A^T``, built from the kernel's taps, never from ``D`` convolutions),
     bounded by Gram iteration (Delattre, Barthélemy, Araujo & Allauzen, ICML
     2023, https://arxiv.org/abs/2305.16173): ``||A||^2 = ||G||_2 <=
-    ||G_t||_F^{1/2^t}``, ``G_{t+1} = G_t^T G_t``, rescaled. After 14
-    iterations the excess is at most ``r^{1/2^16}`` for ``r`` singular values
-    tied at the top (1e-5 for a tie of two), typically far less;
+    ||G_t||_F^{1/2^t}``, ``G_{t+1} = G_t^T G_t``, rescaled. After 18
+    iterations the excess is at most ``r^{1/2^20}`` for ``r`` singular values
+    tied at the top (7e-7 for a tie of two), typically far less;
     ``method='svd'`` (``eigvalsh``) leaves only rounding.
   * larger zero-padded ones: the embedding in a zero-filled circle of size
     ``N = n + (k-1) r`` (rounded up to a multiple of the stride), whose
@@ -484,7 +484,7 @@ def conv_norm_bound(
       differentiable) or ``'svd'`` (the exact largest singular value of each
       FFT block, Sedghi et al. 2019, or ``eigvalsh`` of the dense Gram matrix).
     n_iterations: Gram iterations (``method='gram'``); default 10 on the FFT
-      blocks, 14 on the dense Gram matrix.
+      blocks, 18 on the dense Gram matrix.
     operator: ``'auto'`` (above), ``'dense'`` (the exact Gram matrix whatever
       its size) or ``'fourier'`` (the FFT blocks: the pre-0.2 behaviour).
     dense_limit: the largest ``D`` for which ``'auto'`` forms the Gram matrix

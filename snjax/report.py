@@ -152,7 +152,7 @@ def lipschitz_report(
     bound_method: ``'gram'`` or ``'svd'`` for the conv bounds (see
       :func:`snjax.conv_norm_bound`).
     n_gram_iterations: Gram iterations of the bounds (default: 10 for
-      matrices and FFT blocks, 16 for a conv's dense Gram matrix).
+      matrices and FFT blocks, 18 for a conv's dense Gram matrix).
     dense_limit: the largest ``min(in_dim, out_dim)`` of a convolution whose
       exact Gram matrix is formed for its bound (see
       :func:`snjax.conv_norm_bound`); 0 gives the FFT bounds only.

@@ -99,7 +99,7 @@ def test_zero_padding_embedding_tightens_with_the_input_size():
   assert gaps[1] < 1e-2
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
   d=st.integers(1, 3),
   n=st.integers(2, 6),
@@ -154,10 +154,13 @@ def test_dense_bound_jit_gradient_and_zero_kernel():
   shape = (5, 5, 2)
   f = jax.jit(lambda k: snjax.conv_norm_bound(k, shape, padding='SAME'))
   np.testing.assert_allclose(float(f(kernel)), float(snjax.conv_norm_bound(kernel, shape)), rtol=1e-6)
-  # d bound / dK is the gradient of the top singular value: u v^T through the conv, here from the estimate's.
+  # The gradient: 1-homogeneity (vdot(grad, K) = bound) and a central difference along a random direction.
   grad = jax.grad(f)(kernel)
-  grad_est = jax.grad(lambda k: snjax.conv_operator_norm(k, shape, tol=1e-7))(kernel)
-  np.testing.assert_allclose(grad, grad_est, atol=2e-3 * float(jnp.abs(grad_est).max()))
+  np.testing.assert_allclose(float(jnp.vdot(grad, kernel)), float(f(kernel)), rtol=1e-3)
+  direction = _kernel(6, kernel.shape)
+  h = 1e-2
+  slope = (float(f(kernel + h * direction)) - float(f(kernel - h * direction))) / (2 * h)
+  np.testing.assert_allclose(float(jnp.vdot(grad, direction)), slope, rtol=2e-2)
   zero = jnp.zeros_like(kernel)
   assert float(f(zero)) == 0.0
   assert np.all(np.isfinite(jax.grad(f)(zero)))
