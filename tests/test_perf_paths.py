@@ -162,3 +162,75 @@ def test_eval_reproduces_the_training_call_bit_for_bit_on_every_path():
   evaluation, _ = apply(params, state, False)
   for n in params:
     np.testing.assert_array_equal(np.asarray(train[n]['kernel']), np.asarray(evaluation[n]['kernel']))
+
+
+def _mixed_kernels(rng, widths=None):
+  """Kernels of every view kind, batch axes and a half-precision one: (kernels, layouts, us)."""
+  specs = [
+    ((3, 3, 4, 5), None),
+    ((7, 6), None),
+    ((5, 4, 3, 3), 'torch'),
+    ((3, 5, 4), KernelLayout((-1,), (0,))),
+    ((4, 5, 3, 3), 'torch_conv_transpose'),
+    ((9, 2), None),
+  ]
+  if widths is not None:
+    specs = [((w, 3), None) for w in widths]
+  kernels = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s, _ in specs]
+  kernels[1] = kernels[1].astype(jnp.bfloat16) if widths is None else kernels[1]
+  lays = tuple(resolve_layout(spec, f'w{i}', k) for i, (k, (_, spec)) in enumerate(zip(kernels, specs, strict=True)))
+  us = []
+  for k, lay in zip(kernels, lays, strict=True):
+    u = rng.standard_normal(power.u_shape(k.shape, lay)).astype(np.float32)
+    us.append(jnp.asarray(u / np.linalg.norm(u, axis=-1, keepdims=True)))
+  return kernels, lays, us
+
+
+# (2, 3000, 5, 40): the padding bound splits the rows in groups; 5 steps: the fori_loop.
+@pytest.mark.parametrize('widths, n_iterations', [(None, 1), ((2, 3000, 5, 40), 5)])
+def test_normalize_many_equals_one_kernel_at_a_time(widths, n_iterations):
+  rng = np.random.default_rng(n_iterations)
+  kernels, lays, us = _mixed_kernels(rng, widths)
+  us[0] = jnp.zeros_like(us[0])  # reseeded, in the batch with healthy ones
+  kernels[-1] = jnp.zeros_like(kernels[-1])  # a collapsed product keeps its u
+
+  def many(ks):
+    return power.normalize_many(ks, us, lays, n_iterations=n_iterations, target_norm=2.0)
+
+  def one(ks):
+    res = [power.power_iteration(k, u, lay, n_iterations=n_iterations) for k, u, lay in zip(ks, us, lays, strict=True)]
+    return [power.scale_kernel(k, 2.0 / r.sigma, lay) for k, r, lay in zip(ks, res, lays, strict=True)], res
+
+  def loss(fn, ks):
+    return sum(jnp.sum(jnp.sin(x.astype(jnp.float32)) * (i + 1)) for i, x in enumerate(fn(ks)[0]))
+
+  # One compilation per side (eager calls would compile every small op).
+  both = jax.jit(
+    lambda ks: (many(ks), one(ks), jax.grad(lambda k: loss(many, k))(ks), jax.grad(lambda k: loss(one, k))(ks))
+  )
+  (scaled, results), (ref_scaled, refs), g_many, g_one = both(kernels)
+  for k, out, res, ref_out, ref in zip(kernels, scaled, results, ref_scaled, refs, strict=True):
+    np.testing.assert_allclose(np.asarray(res.sigma), np.asarray(ref.sigma), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(res.u), np.asarray(ref.u), rtol=1e-5, atol=1e-6)
+    assert res.sigma.dtype == ref.sigma.dtype and res.u.shape == ref.u.shape and out.dtype == k.dtype
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref_out, np.float32), rtol=1e-5, atol=1e-7)
+  np.testing.assert_array_equal(np.asarray(results[-1].u), np.asarray(us[-1]))
+  assert np.all(np.isfinite(np.asarray(results[0].u))) and float(np.linalg.norm(results[0].u)) == pytest.approx(1.0)
+  for a, b in zip(g_many, g_one, strict=True):
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-4, atol=1e-5)
+    assert bool(jnp.all(jnp.isfinite(a)))
+
+
+def test_sn_apply_reduces_all_layers_norms_together():
+  # The compile-time property: the number of reductions in the lowered sn_apply does not grow with the layers
+  # (one per power step for all of them), and neither does the number of square roots.
+  def counts(n_layers):
+    rng = np.random.default_rng(0)
+    params = {
+      f'l{i}': {'kernel': jnp.asarray(rng.standard_normal((8 + i, 5 + 2 * i)), jnp.float32)} for i in range(n_layers)
+    }
+    state = {n: {'kernel': {'u': jnp.ones(p['kernel'].shape[1]), 'sigma': jnp.ones(())}} for n, p in params.items()}
+    text = jax.jit(lambda p, s: snjax.sn_apply(p, s)).lower(params, state).as_text()
+    return text.count('stablehlo.reduce'), text.count('stablehlo.sqrt')
+
+  assert counts(2) == counts(7)
