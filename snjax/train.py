@@ -320,22 +320,10 @@ def _init_state(config: TrainConfig, dataset, generator, critic, trainer):
   return trainer.init(k_state, g_params, c_params)
 
 
-def _has_convolution(jaxpr) -> bool:
-  """Whether a (closed) jaxpr or any jaxpr nested in it (jit, scan, cond, custom_vjp, ...) has a convolution."""
-  jaxpr = getattr(jaxpr, 'jaxpr', jaxpr)
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'conv_general_dilated':
-      return True
-    for param in eqn.params.values():
-      for sub in param if isinstance(param, (tuple, list)) else (param,):
-        if hasattr(sub, 'eqns') or hasattr(getattr(sub, 'jaxpr', None), 'eqns'):
-          if _has_convolution(sub):
-            return True
-  return False
-
-
 def _auto_chunk_mode(step_jaxpr, platform: str) -> str:
   """``'loop'`` for a train step with a convolution on CPU, else ``'scan'`` (see :func:`_make_chunk`)."""
+  from snjax.train_step import _has_convolution
+
   return 'loop' if platform == 'cpu' and _has_convolution(step_jaxpr) else 'scan'
 
 

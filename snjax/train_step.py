@@ -11,7 +11,7 @@ functions over a :class:`GANTrainState` pytree:
 * ``trainer.generator_step(state, real) -> (state, metrics)``: one generator
   update (``real`` gives the batch size; it is not shown to the generator).
 * ``trainer.train_step(state, real) -> (state, metrics)``: ``n_critic`` critic
-  updates (unrolled) then one generator update. ``real`` is either
+  updates (a ``lax.scan``; unrolled for a conv critic on CPU) then one generator update. ``real`` is either
   ``(n_critic, B, ...)`` (a fresh real batch per critic update, as in WGAN-GP)
   or ``(B, ...)`` (the same real batch for every critic update).
 * ``trainer.critic_scores(state, x)``: the evaluation critic (no power
@@ -137,6 +137,20 @@ def _all_finite(*trees) -> jax.Array:
       if jnp.issubdtype(leaf.dtype, jnp.inexact):
         ok = ok & jnp.all(jnp.isfinite(leaf))
   return ok
+
+
+def _has_convolution(jaxpr) -> bool:
+  """Whether a (closed) jaxpr or any jaxpr nested in it (jit, scan, cond, custom_vjp, ...) has a convolution."""
+  jaxpr = getattr(jaxpr, 'jaxpr', jaxpr)
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      return True
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        if hasattr(sub, 'eqns') or hasattr(getattr(sub, 'jaxpr', None), 'eqns'):
+          if _has_convolution(sub):
+            return True
+  return False
 
 
 def _select(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
@@ -409,6 +423,18 @@ def gan_trainer(
     new, metrics = generator_update(state, real.shape[0])
     return _select(metrics['finite'], new, state), metrics
 
+  def unroll_critic_updates(state, real_one) -> bool:
+    # XLA:CPU rewrites convolutions into the layouts of its fast (Eigen / YNNPACK) kernels only in the entry
+    # computation: in a while loop (a lax.scan, even of trip count 1) a conv critic's backward convolutions keep
+    # autodiff's dimension numbers and run as naive emitted loops, 10-30x slower (README, "Benchmarks"). So on
+    # CPU the critic updates of a conv critic are unrolled (n_critic is static); elsewhere they stay in one scan
+    # (one compiled update, whatever n_critic).
+    platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+    if platform != 'cpu':
+      return False
+    spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
+    return _has_convolution(jax.make_jaxpr(critic_update)(jax.tree_util.tree_map(spec, state), spec(real_one)))
+
   def train_step(state: GANTrainState, real):
     stacked = (
       real.ndim >= 2
@@ -428,15 +454,16 @@ def gan_trainer(
           f'{n_critic} of them stacked, (n_critic={n_critic}, B, ...).'
         ) from None
       batch_size = real.shape[0]
-    # The n_critic updates are unrolled in Python (n_critic is static and small), not a lax.scan: XLA:CPU
-    # rewrites convolutions into the layouts of its fast (Eigen / YNNPACK) kernels only in the entry
-    # computation, so the backward convolutions of a conv critic inside a while loop, even one of trip count 1,
-    # run the naive emitted loops, 5-30x slower (see README, "Benchmarks").
-    after_critic, per_update = state, []
-    for i in range(n_critic):
-      after_critic, m = critic_update(after_critic, real[i] if stacked else real)
-      per_update.append(m)
-    critic_metrics = {k: jnp.stack([m[k] for m in per_update]) for k in per_update[0]}
+    if unroll_critic_updates(state, real[0] if stacked else real):
+      after_critic, per_update = state, []
+      for i in range(n_critic):
+        after_critic, m = critic_update(after_critic, real[i] if stacked else real)
+        per_update.append(m)
+      critic_metrics = {k: jnp.stack([m[k] for m in per_update]) for k in per_update[0]}
+    elif stacked:
+      after_critic, critic_metrics = jax.lax.scan(critic_update, state, real)
+    else:
+      after_critic, critic_metrics = jax.lax.scan(lambda s, _: critic_update(s, real), state, None, length=n_critic)
     new, gen_metrics = generator_update(after_critic, batch_size)
     finite = jnp.all(critic_metrics.pop('finite')) & gen_metrics.pop('finite')
     metrics = {k: (v[-1] if k.startswith('sigma') else jnp.mean(v, axis=0)) for k, v in critic_metrics.items()}

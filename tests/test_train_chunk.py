@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from snjax import train as T
+from snjax.train_step import _has_convolution
 
 
 def _setup(dataset, **kw):
@@ -58,13 +59,13 @@ def test_auto_mode_loops_for_conv_nets_on_cpu_and_scans_mlps(digits):
   conv_step = jax.make_jaxpr(lambda s: trainer.train_step(s, jnp.zeros((2, 8, 8, 8, 1))))(state)
   _, _, g_trainer, g_state, _ = _setup('grid25')
   mlp_step = jax.make_jaxpr(lambda s: g_trainer.train_step(s, jnp.zeros((2, 8, 2))))(g_state)
-  assert T._has_convolution(conv_step) and not T._has_convolution(mlp_step)
+  assert _has_convolution(conv_step) and not _has_convolution(mlp_step)
   assert T._auto_chunk_mode(conv_step, 'cpu') == 'loop'
   assert T._auto_chunk_mode(conv_step, 'gpu') == T._auto_chunk_mode(mlp_step, 'cpu') == 'scan'
   # Nested: a convolution inside a scan inside a jit is found.
   conv = lambda x: jax.lax.conv(x, jnp.ones((1, 1, 3, 3)), (1, 1), 'SAME')  # noqa: E731
   nested = jax.make_jaxpr(jax.jit(lambda x: jax.lax.scan(lambda c, _: (conv(c), None), x, None, length=2)[0]))
-  assert T._has_convolution(nested(jnp.ones((1, 1, 4, 4))))
+  assert _has_convolution(nested(jnp.ones((1, 1, 4, 4))))
   # 'auto' decides at the first call and then runs the mode it picked.
   chunk = T._make_chunk(config, data, trainer)
   assert chunk.mode == 'auto'

@@ -425,3 +425,28 @@ def test_conv_train_step_compiles_to_fast_convolutions(conv_trainer):
   labels = re.findall(r'convolution\([^)]*\), window=\{[^}]*\}, dim_labels=([^ ,\s]+)', text)
   assert set(labels) == {'b01f_01io->b01f'}
   assert len(labels) >= 3 * 6  # 3 critic updates x 2 layers x (forward, input and kernel gradient), at least
+
+
+def _primitive_names(jaxpr) -> set:
+  jaxpr = getattr(jaxpr, 'jaxpr', jaxpr)
+  names = set()
+  for eqn in jaxpr.eqns:
+    names.add(eqn.primitive.name)
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        if hasattr(sub, 'eqns') or hasattr(getattr(sub, 'jaxpr', None), 'eqns'):
+          names |= _primitive_names(sub)
+  return names
+
+
+def test_critic_updates_are_one_scan_except_for_a_conv_critic_on_cpu(conv_trainer, wgan_trainer):
+  """An MLP critic's n_critic updates stay one lax.scan (one compiled update); a conv critic's are unrolled on CPU."""
+  from snjax.train_step import _has_convolution
+
+  mlp_state = wgan_trainer.init(jax.random.key(2), *_params(5))
+  mlp = jax.make_jaxpr(wgan_trainer.train_step)(mlp_state, _real(3, N_CRITIC))
+  assert not _has_convolution(mlp) and 'scan' in _primitive_names(mlp)
+  trainer, state = conv_trainer
+  conv = jax.make_jaxpr(trainer.train_step)(state, _images(2, 3))
+  assert _has_convolution(conv)
+  assert ('scan' in _primitive_names(conv)) == (jax.default_backend() != 'cpu')
