@@ -183,9 +183,31 @@ class _Rows:
     self.order = [i for g in self.groups for i in g]
 
   def sum_sq(self, xs):
-    """The squared norm of every vector, as one vector in row order."""
+    """The squared norm of every vector, as one vector in row order.
+
+    Differentiable: its derivative is taken per array (``2 <x_i, dx_i>``), so
+    that the backward pass never goes through the padded matrices (it would
+    put their slicing into every kernel-sized gradient fusion).
+    """
     if len(xs) == 1:
       return _sum_sq(xs[0], len(self.shapes[0][0])).reshape(-1)
+
+    @jax.custom_jvp
+    def sum_sq(xs):
+      return self._stacked_sum_sq(xs)
+
+    @sum_sq.defjvp
+    def _(primals, tangents):
+      (xs,), (dxs,) = primals, tangents
+      dots = [
+        2 * jnp.sum(x * dx, axis=tuple(range(len(b), x.ndim))).reshape(-1)
+        for x, dx, (b, _) in zip(xs, dxs, self.shapes, strict=True)
+      ]
+      return sum_sq(xs), jnp.concatenate([dots[i] for i in self.order])
+
+    return sum_sq(list(xs))
+
+  def _stacked_sum_sq(self, xs):
     out = []
     for g in self.groups:
       mats = [xs[i].reshape(self.rows[i], -1) for i in g]
