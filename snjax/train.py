@@ -45,7 +45,7 @@ from snjax import metrics as _metrics
 from snjax import models as _models
 from snjax.losses import LOSSES
 from snjax.parallel import data_mesh
-from snjax.train_step import gan_trainer
+from snjax.train_step import _keep_out_of_loops, gan_trainer
 
 OUTPUT_FILES = ('config.json', 'history.json', 'samples.npy', 'samples.png', 'curves.png', 'metrics.json')
 """The files a run writes into its folder (besides ``checkpoints/``)."""
@@ -322,9 +322,7 @@ def _init_state(config: TrainConfig, dataset, generator, critic, trainer):
 
 def _auto_chunk_mode(step_jaxpr, platform: str) -> str:
   """``'loop'`` for a train step with a convolution on CPU, else ``'scan'`` (see :func:`_make_chunk`)."""
-  from snjax.train_step import _has_convolution
-
-  return 'loop' if platform == 'cpu' and _has_convolution(step_jaxpr) else 'scan'
+  return 'loop' if _keep_out_of_loops(step_jaxpr, platform) else 'scan'
 
 
 def _make_chunk(config: TrainConfig, dataset, trainer, mode: str = 'auto'):

@@ -153,6 +153,16 @@ def _has_convolution(jaxpr) -> bool:
   return False
 
 
+def _keep_out_of_loops(jaxpr, platform: str) -> bool:
+  """Whether ``jaxpr`` must not run inside a ``lax.scan``: a convolution on XLA:CPU.
+
+  XLA:CPU rewrites convolutions into the layouts of its fast (Eigen / YNNPACK) kernels only in the entry
+  computation: in a while loop (a lax.scan, even of trip count 1) backward convolutions keep autodiff's dimension
+  numbers and run as naive emitted loops, 10-30x slower (README, "Benchmarks").
+  """
+  return platform == 'cpu' and _has_convolution(jaxpr)
+
+
 def _select(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
   return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
 
@@ -424,16 +434,14 @@ def gan_trainer(
     return _select(metrics['finite'], new, state), metrics
 
   def unroll_critic_updates(state, real_one) -> bool:
-    # XLA:CPU rewrites convolutions into the layouts of its fast (Eigen / YNNPACK) kernels only in the entry
-    # computation: in a while loop (a lax.scan, even of trip count 1) a conv critic's backward convolutions keep
-    # autodiff's dimension numbers and run as naive emitted loops, 10-30x slower (README, "Benchmarks"). So on
-    # CPU the critic updates of a conv critic are unrolled (n_critic is static); elsewhere they stay in one scan
-    # (one compiled update, whatever n_critic).
+    # A conv critic on CPU: its updates are unrolled (n_critic is static); elsewhere they stay in one scan
+    # (one compiled update, whatever n_critic). See _keep_out_of_loops.
     platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
     if platform != 'cpu':
       return False
     spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
-    return _has_convolution(jax.make_jaxpr(critic_update)(jax.tree_util.tree_map(spec, state), spec(real_one)))
+    jaxpr = jax.make_jaxpr(critic_update)(jax.tree_util.tree_map(spec, state), spec(real_one))
+    return _keep_out_of_loops(jaxpr, platform)
 
   def train_step(state: GANTrainState, real):
     stacked = (
