@@ -5,7 +5,7 @@ library normalizes by, the operator norm of the convolution (Lanczos in float64
 to 1e-8, a lower bound; for Conv_0 also the exact float64 eigenvalue of the
 dense A^T A built from vjps), and three certified upper bounds:
 
-* ``default``: ``snjax.conv_norm_bound`` as called with no options, float32
+* ``default``: ``snjax.lipschitz.conv_norm_bound`` as called with no options, float32
   (the exact Gram matrix where ``D = min(in_dim, out_dim) <= 2048``, else the
   FFT embedding, 10 Gram iterations), and its time;
 * ``fft(svd)``: the FFT embedding with exact per-block SVDs, float64 (the
@@ -38,7 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import snjax  # noqa: E402
-from snjax import conv as conv_lib  # noqa: E402
+from snjax import _conv as conv_lib  # noqa: E402
 
 LAYERS = [(64, 3, 1), (64, 4, 2), (128, 3, 1), (128, 4, 2), (256, 3, 1), (256, 4, 2), (512, 3, 1)]
 
@@ -126,7 +126,7 @@ def main(repeats: int = 20, dense_limit: int = 4096) -> None:
     sigma_sn = float(sn_sigmas[path])
     spec = conv_lib.resolve_conv_spec(specs, path)
     if spec is None:  # the Dense layer: the exact norm, and Gram iteration with its margin as the bound
-      b = float(snjax.matrix_norm_bound(kernel))
+      b = float(snjax.lipschitz.matrix_norm_bound(kernel))
       values = dict(resh=reshaped, op=reshaped, default=b, fft=b, dense=b, sn=sigma_sn)
       for key in products:
         products[key] *= values[key]
@@ -137,17 +137,17 @@ def main(repeats: int = 20, dense_limit: int = 4096) -> None:
     k64 = kernel.astype(jnp.float64)
     kw = dict(strides=spec.strides, padding=spec.padding)
     geo = conv_lib._geometry(tuple(kernel.shape), spec)
-    dim = min(snjax.bounds._dense_sides(geo, kernel.shape[-1]))
-    op = float(snjax.conv_operator_norm(k64, spec.input_shape, tol=1e-8, max_iterations=1024, **kw))
+    dim = min(snjax.lipschitz._bounds._dense_sides(geo, kernel.shape[-1]))
+    op = float(snjax.lipschitz.conv_operator_norm(k64, spec.input_shape, tol=1e-8, max_iterations=1024, **kw))
     dense = dense_gram_norm(k64, spec) if np.prod(spec.input_shape) <= 3072 else None
     start = time.perf_counter()
-    b_default = float(snjax.conv_norm_bound(kernel, spec.input_shape, **kw))
+    b_default = float(snjax.lipschitz.conv_norm_bound(kernel, spec.input_shape, **kw))
     t_default = time.perf_counter() - start
-    b_fft = float(snjax.conv_norm_bound(k64, spec.input_shape, method='svd', operator='fourier', **kw))
+    b_fft = float(snjax.lipschitz.conv_norm_bound(k64, spec.input_shape, method='svd', operator='fourier', **kw))
     b_dense = t_dense = None
     if dim <= dense_limit:
       start = time.perf_counter()
-      b_dense = float(snjax.conv_norm_bound(k64, spec.input_shape, operator='dense', **kw))
+      b_dense = float(snjax.lipschitz.conv_norm_bound(k64, spec.input_shape, operator='dense', **kw))
       t_dense = time.perf_counter() - start
     values = dict(resh=reshaped, op=op, default=b_default, fft=b_fft, dense=b_dense or b_fft, sn=sigma_sn)
     for key in products:

@@ -222,8 +222,8 @@ def section_memory(spec, frameworks, results):
 
 def section_sn_alone(specs, rounds, results):
   import snjax
-  from snjax import power
-  from snjax.layout import resolve_layout
+  from snjax import _power as power
+  from snjax._layout import resolve_layout
 
   print('\n## Spectral norm alone (all layers, jitted) vs the memory-bandwidth floor')
   print('\nFloors from a jitted sum (one read) and x * 2 (one read + one write) over a buffer of the same size')

@@ -102,7 +102,7 @@ def micro(rounds: int) -> None:
 
 
 def _machinery(dataset_name: str):
-  from snjax import train as T
+  from snjax.app import run as T
 
   config = T.TrainConfig.for_dataset(dataset_name)
   mesh = T.data_mesh()

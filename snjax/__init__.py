@@ -1,36 +1,25 @@
 """snjax: spectral normalization for JAX and Flax.
 
+The spectral-norm surface lives here: the functional core (:func:`sn_init`,
+:func:`sn_apply`, :func:`spectral_normalization`, :func:`spectral_projection`,
+:func:`power_iteration`), the Flax linen modules (:class:`SpectralNorm`,
+:class:`SNDense`, :class:`SNConv`) and Flax NNX (:mod:`snjax.nnx`). Two
+namespaces group the rest: :mod:`snjax.lipschitz` (convolution operator
+norms, certified bounds, Lipschitz reports) and :mod:`snjax.gan` (losses, the
+GAN train step, sharding, checkpoints).
+
 After Miyato et al. 2018, "Spectral Normalization for Generative Adversarial
 Networks" (https://arxiv.org/abs/1802.05957).
 """
 
-from snjax import nnx
-from snjax.bounds import (
-  circular_conv_singular_values,
-  conv_norm_bound,
-  gram_iteration_bound,
-  matrix_norm_bound,
-)
-from snjax.conv import ConvSpec, conv_operator_norm, conv_power_iteration, conv_specs
-from snjax.layout import KernelLayout, kernel_matrix, resolve_layout
+from snjax import gan, lipschitz, nnx
+from snjax._conv import ConvSpec, conv_power_iteration, conv_specs
+from snjax._deprecations import getattr_with_deprecations as _getattr_with_deprecations
+from snjax._layout import KernelLayout, kernel_matrix, resolve_layout
+from snjax._power import PowerIterationResult, power_iteration
 from snjax.linen import SNConv, SNDense, SpectralNorm
-from snjax.losses import (
-  GANLoss,
-  gradient_penalty,
-  hinge_critic_loss,
-  hinge_generator_loss,
-  non_saturating_critic_loss,
-  non_saturating_generator_loss,
-  r1_penalty,
-  wasserstein_critic_loss,
-  wasserstein_generator_loss,
-)
 from snjax.nnx import SpectralNormState
-from snjax.parallel import batch_sharding, data_mesh, replicate, replicated, shard_batch
-from snjax.power import PowerIterationResult, power_iteration
 from snjax.projection import SpectralProjectionState, spectral_projection
-from snjax.report import LayerNorms, LipschitzReport, lipschitz_report
-from snjax.train_step import GANTrainer, GANTrainState, gan_trainer
 from snjax.transform import (
   SpectralNormalization,
   sigmas,
@@ -43,12 +32,7 @@ __version__ = '0.1.0'
 
 __all__ = [
   'ConvSpec',
-  'GANLoss',
-  'GANTrainState',
-  'GANTrainer',
   'KernelLayout',
-  'LayerNorms',
-  'LipschitzReport',
   'PowerIterationResult',
   'SNConv',
   'SNDense',
@@ -56,35 +40,60 @@ __all__ = [
   'SpectralNormState',
   'SpectralNormalization',
   'SpectralProjectionState',
-  'batch_sharding',
-  'circular_conv_singular_values',
-  'conv_norm_bound',
-  'conv_operator_norm',
   'conv_power_iteration',
   'conv_specs',
-  'data_mesh',
-  'gan_trainer',
-  'gradient_penalty',
-  'gram_iteration_bound',
-  'hinge_critic_loss',
-  'hinge_generator_loss',
+  'gan',
   'kernel_matrix',
+  'lipschitz',
   'nnx',
-  'lipschitz_report',
-  'matrix_norm_bound',
-  'non_saturating_critic_loss',
-  'non_saturating_generator_loss',
   'power_iteration',
-  'r1_penalty',
-  'replicate',
-  'replicated',
   'resolve_layout',
-  'shard_batch',
   'sigmas',
   'sn_apply',
   'sn_init',
   'spectral_normalization',
   'spectral_projection',
-  'wasserstein_critic_loss',
-  'wasserstein_generator_loss',
 ]
+
+# Names that moved into the snjax.gan and snjax.lipschitz namespaces in 0.2.
+_MOVED = {
+  **{
+    name: f'snjax.gan:{name}'
+    for name in (
+      'GANLoss',
+      'GANTrainState',
+      'GANTrainer',
+      'batch_sharding',
+      'data_mesh',
+      'gan_trainer',
+      'gradient_penalty',
+      'hinge_critic_loss',
+      'hinge_generator_loss',
+      'non_saturating_critic_loss',
+      'non_saturating_generator_loss',
+      'r1_penalty',
+      'replicate',
+      'replicated',
+      'shard_batch',
+      'wasserstein_critic_loss',
+      'wasserstein_generator_loss',
+    )
+  },
+  **{
+    name: f'snjax.lipschitz:{name}'
+    for name in (
+      'LayerNorms',
+      'LipschitzReport',
+      'circular_conv_singular_values',
+      'conv_norm_bound',
+      'conv_operator_norm',
+      'gram_iteration_bound',
+      'lipschitz_report',
+      'matrix_norm_bound',
+    )
+  },
+}
+
+
+def __getattr__(name: str):
+  return _getattr_with_deprecations('snjax', _MOVED, name)

@@ -1,5 +1,5 @@
 import sys
 
-from snjax.cli import main
+from snjax.app.cli import main
 
 sys.exit(main())

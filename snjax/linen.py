@@ -26,10 +26,11 @@ import jax.numpy as jnp
 from flax.core import meta
 from flax.typing import Dtype, Initializer, PaddingLike, PrecisionLike
 
-from snjax import conv as conv_lib
-from snjax import power, wrapping
-from snjax.layout import LayoutOption, ResolvedLayout
-from snjax.selection import path_keys, path_str
+from snjax import _conv as conv_lib
+from snjax import _power as power
+from snjax import _wrapping as wrapping
+from snjax._layout import LayoutOption, ResolvedLayout
+from snjax._selection import path_keys, path_str
 
 
 def _flatten_boxed(tree):

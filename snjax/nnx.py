@@ -33,9 +33,10 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype
 
-from snjax import power, wrapping
-from snjax.layout import LayoutOption, ResolvedLayout
-from snjax.selection import path_str
+from snjax import _power as power
+from snjax import _wrapping as wrapping
+from snjax._layout import LayoutOption, ResolvedLayout
+from snjax._selection import path_str
 
 
 class SpectralNormState(nnx.BatchStat):

@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from snjax import conv as conv_mode
-from snjax import power
-from snjax.layout import LayoutOption, resolve_layout
-from snjax.selection import Selector, path_str, select_paths
+from snjax import _conv as conv_mode
+from snjax import _power as power
+from snjax._layout import LayoutOption, resolve_layout
+from snjax._selection import Selector, path_str, select_paths
 from snjax.transform import (
   SNState,
   _check_entry,

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import snjax
-from snjax import conv as conv_lib
+from snjax import _conv as conv_lib
 
 
 def flax_dense(kernel, input_shape, **conv_kwargs):
@@ -76,7 +76,7 @@ def test_operator_norm_matches_dense_svd(case):
   ours = jax.vmap(lambda x: conv_lib.conv_apply(kernel, x, spec))(basis).reshape(dense.shape[0], -1)
   np.testing.assert_allclose(ours, dense, rtol=1e-6, atol=1e-6)
   truth = float(np.linalg.norm(dense, 2))
-  est = float(snjax.conv_operator_norm(kernel, input_shape, **spec_kwargs))
+  est = float(snjax.lipschitz.conv_operator_norm(kernel, input_shape, **spec_kwargs))
   assert abs(est - truth) <= 1e-3 * truth
   assert est <= truth * (1 + 1e-5)  # a lower bound, up to float32 rounding
 
@@ -84,9 +84,9 @@ def test_operator_norm_matches_dense_svd(case):
 def test_power_method_converges_and_jit_agrees():
   kernel, input_shape, spec_kwargs, flax_kwargs = _case(CASES[4], seed=3)
   truth = true_norm(kernel, input_shape, **flax_kwargs)
-  est = float(snjax.conv_operator_norm(kernel, input_shape, method='power', tol=1e-8, **spec_kwargs))
+  est = float(snjax.lipschitz.conv_operator_norm(kernel, input_shape, method='power', tol=1e-8, **spec_kwargs))
   assert abs(est - truth) <= 1e-3 * truth
-  jitted = jax.jit(lambda k: snjax.conv_operator_norm(k, input_shape, **spec_kwargs))
+  jitted = jax.jit(lambda k: snjax.lipschitz.conv_operator_norm(k, input_shape, **spec_kwargs))
   np.testing.assert_allclose(float(jitted(kernel)), truth, rtol=1e-3)
 
 
@@ -108,7 +108,7 @@ def test_operator_norm_property_over_small_shapes(d, n, k, cin, cout, stride, pa
   input_shape = (n,) * d + (cin,)
   truth = true_norm(kernel, input_shape, strides=stride, padding=padding)
   est = float(
-    snjax.conv_operator_norm(
+    snjax.lipschitz.conv_operator_norm(
       kernel, input_shape, strides=stride, padding=padding, key=jax.random.key(seed), method='power', tol=1e-7
     )
   )
@@ -196,7 +196,7 @@ def test_zero_kernel_gives_eps_and_keeps_u_and_nan_u_is_reseeded():
 def test_bad_arguments_raise_clear_errors(kwargs, match):
   kernel = _kernel(0, (3, 3, 2, 4))
   with pytest.raises(ValueError, match=match):
-    snjax.conv_operator_norm(kernel, **kwargs)
+    snjax.lipschitz.conv_operator_norm(kernel, **kwargs)
 
 
 # --- conv mode of the transform ---

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snjax.layout import KernelLayout, kernel_matrix, resolve_layout
+from snjax._layout import KernelLayout, kernel_matrix, resolve_layout
 
 
 @pytest.mark.parametrize(

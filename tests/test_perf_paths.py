@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import snjax
-from snjax import power
-from snjax.layout import KernelLayout, kernel_matrix, resolve_layout
+from snjax import _power as power
+from snjax._layout import KernelLayout, kernel_matrix, resolve_layout
 
 LAYOUTS = [
   # (kernel shape, layout spec, which path)

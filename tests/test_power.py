@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from snjax import power
-from snjax.layout import KernelLayout, resolve_layout
+from snjax import _power as power
+from snjax._layout import KernelLayout, resolve_layout
 
 
 def _svd_norm(m):

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import pytest
 
-from snjax.selection import default_rule, select_paths
+from snjax._selection import default_rule, select_paths
 
 
 @pytest.mark.parametrize(

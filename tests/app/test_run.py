@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from snjax import cli
-from snjax.train import RunFolderError, TrainConfig, train
+from snjax.app import cli
+from snjax.app.run import RunFolderError, TrainConfig, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--width', '16', '--depth', '1', '--batch-size', '16', '--log-every', '5', '--checkpoint-every', '10']
@@ -163,7 +163,7 @@ def test_resume_may_extend_steps_only_without_lr_decay(tmp_path):
 def test_lr_schedule(steps, decay, n_critic):
   """Constant for the first (1 - lr_decay) of the steps, then linear to 0 at the last step; the critic's schedule
   (n_critic updates per step) gives the same rate at the same step."""
-  from snjax.train import _lr_schedule
+  from snjax.app.run import _lr_schedule
 
   config = _tiny(steps=steps, lr_decay=decay, n_critic=n_critic)
   gen = _lr_schedule(config, 0.5, 1)

@@ -85,7 +85,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snjax.conv import ConvSpec, Padding, _Geometry, _geometry
+from snjax._conv import ConvSpec, Padding, _Geometry, _geometry
 
 _ZERO_PADDINGS = ('SAME', 'SAME_LOWER', 'VALID', 'CAUSAL')
 
@@ -304,7 +304,7 @@ def _axis_tables(geo: _Geometry) -> tuple[np.ndarray, ...]:
   (a Kronecker product over dimensions). The tables come from the convolution itself (snjax's ``_conv``, the
   map ``flax.linen.Conv`` applies) on the identity basis with one-hot kernels, so they are exact.
   """
-  from snjax.conv import _conv
+  from snjax._conv import _conv
 
   tables = []
   with jax.ensure_compile_time_eval():
@@ -320,7 +320,7 @@ def _axis_tables(geo: _Geometry) -> tuple[np.ndarray, ...]:
 
 def _dense_sides(geo: _Geometry, c_out: int) -> tuple[int, int]:
   """``(in_dim, out_dim)`` of the convolution: ``prod(n) c_in`` and ``prod(m) c_out``."""
-  from snjax.conv import _output_struct
+  from snjax._conv import _output_struct
 
   spatial_out = _output_struct(geo.kernel_size + (geo.input_shape[-1] // geo.groups, c_out), geo).shape[:-1]
   return int(np.prod(geo.input_shape)), int(np.prod(spatial_out)) * c_out

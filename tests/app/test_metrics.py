@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from snjax import data, metrics
+from snjax.app import data, metrics
 
 GRID = data.gaussian_grid()
 RING = data.gaussian_ring()

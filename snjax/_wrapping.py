@@ -19,8 +19,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from snjax.layout import KernelLayout, LayoutOption, ResolvedLayout, resolve_layout
-from snjax.selection import _BIAS, is_array, path_str
+from snjax._layout import KernelLayout, LayoutOption, ResolvedLayout, resolve_layout
+from snjax._selection import _BIAS, is_array, path_str
 
 
 def _linear_layer_types() -> tuple[tuple[type, ...], tuple[type, ...]]:

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import snjax
-from snjax.checkpoint import Checkpointer, NonFiniteStateError
+from snjax.gan.checkpoint import Checkpointer, NonFiniteStateError
 
 # One training run, resumable: restores the latest checkpoint in `directory` (if any), trains to `n_steps`,
 # prints each step's losses as exact float hex, saves every 2 steps, and SIGKILLs itself right after
@@ -24,11 +24,11 @@ _RUN = textwrap.dedent(
     import os, signal, sys
     import flax.linen as nn, jax, jax.numpy as jnp, optax
     import snjax
-    from snjax.checkpoint import Checkpointer
+    from snjax.gan.checkpoint import Checkpointer
 
     G = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
     D = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(1)])
-    TRAINER = snjax.gan_trainer(
+    TRAINER = snjax.gan.gan_trainer(
         lambda p, z: G.apply({'params': p}, z), lambda p, x: D.apply({'params': p}, x),
         optax.adam(1e-2), optax.chain(optax.adam(1e-2), snjax.spectral_projection(2.0)), latent_shape=3,
         n_critic=2, gp_weight=1.0, ema_decay=0.9)
@@ -148,7 +148,7 @@ def test_restoring_another_model_is_a_clear_error(run_ns, tmp_path):
     ckpt.save(run_ns['fresh_state'](), step=1)
   wider = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(1)])
   g_model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
-  trainer = snjax.gan_trainer(
+  trainer = snjax.gan.gan_trainer(
     lambda p, z: g_model.apply({'params': p}, z),
     lambda p, x: wider.apply({'params': p}, x),
     optax.adam(1e-2),
@@ -180,7 +180,7 @@ def test_empty_directory_restores_the_template_and_bad_options(tmp_path):
 def test_core_imports_without_orbax():
   code = (
     "import sys; sys.modules['orbax'] = None; sys.modules['orbax.checkpoint'] = None\n"
-    'import snjax; snjax.gan_trainer; snjax.spectral_projection\n'
+    'import snjax; snjax.gan.gan_trainer; snjax.spectral_projection\n'
     "assert not any(m.startswith('orbax') and sys.modules[m] is not None for m in sys.modules)\n"
   )
   env = _env()

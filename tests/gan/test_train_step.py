@@ -52,7 +52,7 @@ def _assert_trees_equal(a, b):
 @pytest.fixture(scope='module')
 def fixed_trainer():
   """A hinge SN-GAN trainer whose latents do not depend on the key, so a reference can rebuild the step."""
-  return snjax.gan_trainer(
+  return snjax.gan.gan_trainer(
     g_apply, d_apply, optax.adam(1e-2), optax.adam(1e-2), latent_shape=LATENT, latent_sampler=lambda k, n: _fixed_z()
   )
 
@@ -63,7 +63,7 @@ N_CRITIC = 2
 @pytest.fixture(scope='module')
 def wgan_trainer():
   """WGAN-GP with n_critic = 2 and a generator EMA, shared by several tests (one compilation)."""
-  return snjax.gan_trainer(
+  return snjax.gan.gan_trainer(
     g_apply,
     d_apply,
     optax.adam(1e-2),
@@ -86,7 +86,7 @@ def test_critic_step_matches_reference(fixed_trainer):
 
   def loss(p):
     p_sn, sn_state = snjax.sn_apply(p, state.sn_state)
-    return snjax.hinge_critic_loss(d_apply(p_sn, real)[:, 0], d_apply(p_sn, fake)[:, 0]), sn_state
+    return snjax.gan.hinge_critic_loss(d_apply(p_sn, real)[:, 0], d_apply(p_sn, fake)[:, 0]), sn_state
 
   (value, sn_state), grads = jax.value_and_grad(loss, has_aux=True)(cp)
   tx = optax.adam(1e-2)
@@ -114,7 +114,7 @@ def test_sn_apply_runs_once_per_critic_step(monkeypatch):
     return original(*args, **kwargs)
 
   monkeypatch.setattr(transform, 'sn_apply', counting)
-  trainer = snjax.gan_trainer(g_apply, d_apply, optax.sgd(0.1), optax.sgd(0.1), latent_shape=LATENT, gp_weight=10.0)
+  trainer = snjax.gan.gan_trainer(g_apply, d_apply, optax.sgd(0.1), optax.sgd(0.1), latent_shape=LATENT, gp_weight=10.0)
   state = trainer.init(jax.random.key(0), *_params())
   calls.clear()
   jax.eval_shape(trainer.critic_step, state, _real(0))  # traces the step (no need to compile it)
@@ -128,7 +128,7 @@ def test_generator_step_matches_reference_and_leaves_the_critic_state(fixed_trai
   new, metrics = fixed_trainer.generator_step(state, _real(2))
 
   critic_sn, _ = snjax.sn_apply(state.critic_params, state.sn_state)  # the current critic, state not advanced
-  loss = lambda p: snjax.hinge_generator_loss(d_apply(critic_sn, g_apply(p, _fixed_z()))[:, 0])  # noqa: E731
+  loss = lambda p: snjax.gan.hinge_generator_loss(d_apply(critic_sn, g_apply(p, _fixed_z()))[:, 0])  # noqa: E731
   value, grads = jax.value_and_grad(loss)(gp)
   tx = optax.adam(1e-2)
   updates, _ = tx.update(grads, tx.init(gp), gp)
@@ -181,7 +181,7 @@ def test_evaluation_uses_stored_sigma_and_does_not_touch_the_state(fixed_trainer
 def test_a_small_gan_moves_the_fakes_towards_the_data(loss):
   """Real data N((3, -2), 0.1^2): after 200 steps the fake mean is much closer to it than at the start."""
   critic = nn.Sequential([nn.Dense(16), lambda x: nn.leaky_relu(x, 0.2), nn.Dense(1)])
-  trainer = snjax.gan_trainer(
+  trainer = snjax.gan.gan_trainer(
     g_apply,
     lambda p, x: critic.apply({'params': p}, x),
     optax.adam(2e-2, b1=0.5),
@@ -246,7 +246,7 @@ def test_bad_batches_are_clear_errors(wgan_trainer):
     trainer.train_step(state, jnp.zeros((3, B, DATA)))
   with pytest.raises(ValueError, match='generator_step: the real batch'):
     trainer.generator_step(state, jnp.zeros((B,)))
-  bad_critic = snjax.gan_trainer(
+  bad_critic = snjax.gan.gan_trainer(
     g_apply, lambda p, x: d_apply(p, x)[:, 0].reshape(2, -1), optax.sgd(0.1), optax.sgd(0.1), latent_shape=LATENT
   )
   with pytest.raises(ValueError, match=r'critic_apply must return one score per example, shape \(8,\) or \(8, 1\)'):
@@ -268,7 +268,7 @@ def test_bad_batches_are_clear_errors(wgan_trainer):
 def test_bad_options_are_clear_errors(kwargs, match):
   kwargs = {'latent_shape': LATENT, **kwargs}
   with pytest.raises(ValueError, match=match):
-    snjax.gan_trainer(g_apply, d_apply, optax.sgd(0.1), optax.sgd(0.1), **kwargs)
+    snjax.gan.gan_trainer(g_apply, d_apply, optax.sgd(0.1), optax.sgd(0.1), **kwargs)
 
 
 def test_sn_options_pass_through_and_any_optax_transformation():
@@ -285,7 +285,7 @@ def test_sn_options_pass_through_and_any_optax_transformation():
   }
   gp, _ = _params()
   tx = optax.MultiSteps(optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-2)), every_k_schedule=2)
-  trainer = snjax.gan_trainer(
+  trainer = snjax.gan.gan_trainer(
     g_apply,
     torch_critic,
     optax.sgd(0.1),
@@ -302,7 +302,7 @@ def test_sn_options_pass_through_and_any_optax_transformation():
     np.testing.assert_allclose(np.linalg.norm(np.asarray(p_sn[name]['weight'], np.float64), 2), 2.0, rtol=2e-2)
 
   # Hard projection instead of the reparametrization: the raw critic weights stay below c.
-  proj = snjax.gan_trainer(
+  proj = snjax.gan.gan_trainer(
     g_apply,
     d_apply,
     optax.adam(1e-2),
@@ -331,7 +331,7 @@ def test_nnx_critic_plugs_in():
       return self.l2(jax.nn.relu(self.l1(x)))
 
   graphdef, cp = nnx.split(Critic(nnx.Rngs(0)), nnx.Param)
-  trainer = snjax.gan_trainer(
+  trainer = snjax.gan.gan_trainer(
     g_apply, lambda p, x: nnx.merge(graphdef, p)(x), optax.adam(1e-3), optax.adam(1e-3), latent_shape=LATENT
   )
   state = trainer.init(jax.random.key(11), _params()[0], cp)
@@ -357,7 +357,7 @@ CONV_D = nn.Sequential(
 
 @pytest.fixture(scope='module')
 def conv_trainer():
-  trainer = snjax.gan_trainer(
+  trainer = snjax.gan.gan_trainer(
     lambda p, z: CONV_G.apply({'params': p}, z),
     lambda p, x: CONV_D.apply({'params': p}, x),
     optax.adam(1e-3, b1=0.5),
@@ -441,7 +441,7 @@ def _primitive_names(jaxpr) -> set:
 
 def test_critic_updates_are_one_scan_except_for_a_conv_critic_on_cpu(conv_trainer, wgan_trainer):
   """An MLP critic's n_critic updates stay one lax.scan (one compiled update); a conv critic's are unrolled on CPU."""
-  from snjax.train_step import _has_convolution
+  from snjax.gan._train_step import _has_convolution
 
   mlp_state = wgan_trainer.init(jax.random.key(2), *_params(5))
   mlp = jax.make_jaxpr(wgan_trainer.train_step)(mlp_state, _real(3, N_CRITIC))

@@ -27,9 +27,10 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from snjax import bounds, conv
-from snjax.layout import LayoutOption, kernel_matrix, resolve_layout
-from snjax.selection import Selector, path_keys, path_str, select_paths
+from snjax import _conv as conv
+from snjax.lipschitz import _bounds as bounds
+from snjax._layout import LayoutOption, kernel_matrix, resolve_layout
+from snjax._selection import Selector, path_keys, path_str, select_paths
 
 
 class LayerNorms(NamedTuple):

@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snjax.layout import kernel_matrix, resolve_layout
-from snjax.selection import path_str
+from snjax._layout import kernel_matrix, resolve_layout
+from snjax._selection import path_str
 from snjax.transform import _flatten, sn_apply, sn_init
 
 

@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
   _add_train_parser(sub)
   args = parser.parse_args(argv)
   if args.command == 'demo':
-    from snjax import demo as demo_mod
+    from snjax.app import demo as demo_mod
 
     return demo_mod.main(seed=args.seed, steps=args.steps)
   if args.command == 'train':
@@ -92,7 +92,7 @@ def _run_train(args) -> int:
     )
   }
   try:
-    from snjax import train as train_mod
+    from snjax.app import run as train_mod
   except ImportError as e:
     print(f"snjax train: {e}; install the extra: pip install 'snjax[train]'", file=sys.stderr)
     return 1

@@ -5,7 +5,7 @@ imports ``orbax.checkpoint``, and ``import snjax`` does not import it.
 
 ::
 
-  from snjax.checkpoint import Checkpointer
+  from snjax.gan.checkpoint import Checkpointer
 
   with Checkpointer('/tmp/run', save_interval_steps=100, max_to_keep=3) as ckpt:
     state = ckpt.restore(state)            # the latest checkpoint, or `state` itself if there is none

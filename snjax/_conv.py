@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from snjax import power
-from snjax.power import PowerIterationResult
+from snjax import _power as power
+from snjax._power import PowerIterationResult
 
 Padding = str | int | Sequence[int | tuple[int, int]]
 

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snjax import train as T
-from snjax.train_step import _has_convolution
+from snjax.app import run as T
+from snjax.gan._train_step import _has_convolution
 
 
 def _setup(dataset, **kw):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snjax import losses
+from snjax.gan import _losses as losses
 
 _scores = st.integers(1, 16).flatmap(
   lambda n: st.tuples(

@@ -44,12 +44,12 @@ def test_circular_singular_values_are_the_dense_spectrum(case):
   kshape, input_shape, flax_kwargs, kwargs = case
   kernel = _kernel(0, kshape)
   expected = np.linalg.svd(dense(kernel, input_shape, padding='CIRCULAR', **flax_kwargs), compute_uv=False)
-  got = np.asarray(snjax.circular_conv_singular_values(kernel, input_shape, **kwargs))
+  got = np.asarray(snjax.lipschitz.circular_conv_singular_values(kernel, input_shape, **kwargs))
   assert got.shape == expected.shape
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * expected[0])
   # Exact method: the norm; Gram iteration: an upper bound within 1e-3 (10 iterations).
-  b_svd = float(snjax.conv_norm_bound(kernel, input_shape, padding='CIRCULAR', method='svd', **kwargs))
-  b_gram = float(snjax.conv_norm_bound(kernel, input_shape, padding='CIRCULAR', **kwargs))
+  b_svd = float(snjax.lipschitz.conv_norm_bound(kernel, input_shape, padding='CIRCULAR', method='svd', **kwargs))
+  b_gram = float(snjax.lipschitz.conv_norm_bound(kernel, input_shape, padding='CIRCULAR', **kwargs))
   assert expected[0] <= b_svd <= expected[0] * (1 + 1e-4)
   assert expected[0] <= b_gram <= expected[0] * (1 + 1e-2)
 
@@ -79,13 +79,13 @@ def test_zero_padding_bound_is_within_1e3_of_the_dense_norm(case):
   truth = float(np.linalg.norm(dense(kernel, input_shape, **flax_kwargs), 2))
   kwargs = _snjax_kwargs(flax_kwargs)
   for method in ('svd', 'gram'):
-    bound = float(snjax.conv_norm_bound(kernel, input_shape, method=method, **kwargs))
+    bound = float(snjax.lipschitz.conv_norm_bound(kernel, input_shape, method=method, **kwargs))
     assert truth <= bound <= truth * (1 + 1e-3), method
-  assert snjax.bounds.conv_bound_description(kshape, input_shape, **kwargs)[0]
+  assert snjax.lipschitz._bounds.conv_bound_description(kshape, input_shape, **kwargs)[0]
   # The FFT embedding (operator='fourier') is an upper bound too, looser on these small inputs.
-  embedded = float(snjax.conv_norm_bound(kernel, input_shape, operator='fourier', **kwargs))
+  embedded = float(snjax.lipschitz.conv_norm_bound(kernel, input_shape, operator='fourier', **kwargs))
   assert truth <= embedded <= 2.0 * truth
-  assert not snjax.bounds.conv_bound_description(kshape, input_shape, operator='fourier', **kwargs)[0]
+  assert not snjax.lipschitz._bounds.conv_bound_description(kshape, input_shape, operator='fourier', **kwargs)[0]
 
 
 def test_zero_padding_embedding_tightens_with_the_input_size():
@@ -94,7 +94,7 @@ def test_zero_padding_embedding_tightens_with_the_input_size():
   gaps = []
   for n in (8, 64):
     truth = float(np.linalg.norm(dense(kernel, (n, 2), padding='SAME'), 2))
-    gaps.append(float(snjax.conv_norm_bound(kernel, (n, 2), method='svd', operator='fourier')) / truth - 1)
+    gaps.append(float(snjax.lipschitz.conv_norm_bound(kernel, (n, 2), method='svd', operator='fourier')) / truth - 1)
   assert 0 <= gaps[1] < gaps[0]
   assert gaps[1] < 1e-2
 
@@ -127,7 +127,7 @@ def test_bound_is_above_the_true_norm_and_within_one_percent(d, n, k, cin, cout,
   input_shape = (n,) * d + (cin,)
   flax_kwargs = dict(strides=stride, padding=padding, kernel_dilation=dilation)
   truth = float(np.linalg.norm(dense(kernel, input_shape, **flax_kwargs), 2))
-  bound = float(snjax.conv_norm_bound(kernel, input_shape, **_snjax_kwargs(flax_kwargs)))
+  bound = float(snjax.lipschitz.conv_norm_bound(kernel, input_shape, **_snjax_kwargs(flax_kwargs)))
   assert truth <= bound <= truth * (1 + 1e-2)
 
 
@@ -142,8 +142,8 @@ def test_dense_bound_in_float64_is_within_1e6():
       kernel = jax.random.normal(jax.random.key(10 + i), kshape, jnp.float64)
       truth = float(np.linalg.norm(dense(kernel, input_shape, **flax_kwargs), 2))
       kwargs = _snjax_kwargs(flax_kwargs)
-      gram = snjax.conv_norm_bound(kernel, input_shape, **kwargs)
-      svd = snjax.conv_norm_bound(kernel, input_shape, method='svd', **kwargs)
+      gram = snjax.lipschitz.conv_norm_bound(kernel, input_shape, **kwargs)
+      svd = snjax.lipschitz.conv_norm_bound(kernel, input_shape, method='svd', **kwargs)
       assert gram.dtype == jnp.float64
       assert truth <= float(gram) <= truth * (1 + 1e-6), kshape
       assert truth <= float(svd) <= truth * (1 + 1e-9), kshape
@@ -152,8 +152,8 @@ def test_dense_bound_in_float64_is_within_1e6():
 def test_dense_bound_jit_gradient_and_zero_kernel():
   kernel = _kernel(4, (3, 3, 2, 3))
   shape = (5, 5, 2)
-  f = jax.jit(lambda k: snjax.conv_norm_bound(k, shape, padding='SAME'))
-  np.testing.assert_allclose(float(f(kernel)), float(snjax.conv_norm_bound(kernel, shape)), rtol=1e-6)
+  f = jax.jit(lambda k: snjax.lipschitz.conv_norm_bound(k, shape, padding='SAME'))
+  np.testing.assert_allclose(float(f(kernel)), float(snjax.lipschitz.conv_norm_bound(kernel, shape)), rtol=1e-6)
   # The gradient: 1-homogeneity (vdot(grad, K) = bound) and a central difference along a random direction.
   grad = jax.grad(f)(kernel)
   np.testing.assert_allclose(float(jnp.vdot(grad, kernel)), float(f(kernel)), rtol=1e-3)
@@ -171,27 +171,27 @@ def test_operator_choice_and_dense_limit():
   shape = (6, 6, 2)  # min(in_dim, out_dim) = 72
   truth_circ = float(np.linalg.norm(dense(kernel, shape, padding='CIRCULAR'), 2))
   # Circular: the FFT blocks are exact already, and the dense path agrees.
-  assert snjax.bounds.conv_bound_description(kernel.shape, shape, padding='CIRCULAR')[1].startswith('circular')
-  b_dense = float(snjax.conv_norm_bound(kernel, shape, padding='CIRCULAR', operator='dense', method='svd'))
+  assert snjax.lipschitz._bounds.conv_bound_description(kernel.shape, shape, padding='CIRCULAR')[1].startswith('circular')
+  b_dense = float(snjax.lipschitz.conv_norm_bound(kernel, shape, padding='CIRCULAR', operator='dense', method='svd'))
   assert truth_circ <= b_dense <= truth_circ * (1 + 1e-4)
   # Zero padding above dense_limit falls back to the embedding (looser, still above).
   truth = float(np.linalg.norm(dense(kernel, shape, padding='SAME'), 2))
-  small = float(snjax.conv_norm_bound(kernel, shape))
-  large = float(snjax.conv_norm_bound(kernel, shape, dense_limit=71))
+  small = float(snjax.lipschitz.conv_norm_bound(kernel, shape))
+  large = float(snjax.lipschitz.conv_norm_bound(kernel, shape, dense_limit=71))
   assert truth <= small < large
-  assert 'embedding' in snjax.bounds.conv_bound_description(kernel.shape, shape, dense_limit=71)[1]
-  assert 'exact Gram matrix (72x72)' in snjax.bounds.conv_bound_description(kernel.shape, shape)[1]
+  assert 'embedding' in snjax.lipschitz._bounds.conv_bound_description(kernel.shape, shape, dense_limit=71)[1]
+  assert 'exact Gram matrix (72x72)' in snjax.lipschitz._bounds.conv_bound_description(kernel.shape, shape)[1]
   # REFLECT: certified through the dense Gram matrix when small, a clear error when it is not.
   truth_reflect = float(np.linalg.norm(dense(kernel, shape, padding='REFLECT'), 2))
-  assert truth_reflect <= float(snjax.conv_norm_bound(kernel, shape, padding='REFLECT')) <= truth_reflect * 1.001
+  assert truth_reflect <= float(snjax.lipschitz.conv_norm_bound(kernel, shape, padding='REFLECT')) <= truth_reflect * 1.001
   with pytest.raises(ValueError, match='REFLECT.*dense_limit=10'):
-    snjax.conv_norm_bound(kernel, shape, padding='REFLECT', dense_limit=10)
+    snjax.lipschitz.conv_norm_bound(kernel, shape, padding='REFLECT', dense_limit=10)
   with pytest.raises(ValueError, match='operator'):
-    snjax.conv_norm_bound(kernel, shape, operator='toeplitz')
+    snjax.lipschitz.conv_norm_bound(kernel, shape, operator='toeplitz')
   with pytest.raises(ValueError, match='dense_limit'):
-    snjax.conv_norm_bound(kernel, shape, dense_limit=-1)
+    snjax.lipschitz.conv_norm_bound(kernel, shape, dense_limit=-1)
   with pytest.raises(ValueError, match='n_iterations'):
-    snjax.conv_norm_bound(kernel, shape, n_iterations=2.5)
+    snjax.lipschitz.conv_norm_bound(kernel, shape, n_iterations=2.5)
 
 
 def test_gram_iteration_on_matrices():
@@ -200,25 +200,25 @@ def test_gram_iteration_on_matrices():
   sv = np.linalg.norm(m, 2, axis=(-2, -1))
   previous = np.full(5, np.inf)
   for t in range(0, 8):
-    b = np.asarray(snjax.gram_iteration_bound(jnp.asarray(m, jnp.complex64), t))
+    b = np.asarray(snjax.lipschitz.gram_iteration_bound(jnp.asarray(m, jnp.complex64), t))
     assert np.all(b >= sv * (1 - 1e-5))
     assert np.all(b <= previous * (1 + 1e-5))  # monotone: each iteration tightens
     previous = b
   np.testing.assert_allclose(previous, sv, rtol=1e-3)
   # t = 0 is the Frobenius norm; a zero matrix gives 0 and a finite gradient.
   np.testing.assert_allclose(
-    snjax.gram_iteration_bound(jnp.asarray(m.real), 0), np.linalg.norm(m.real, axis=(-2, -1)), rtol=1e-5
+    snjax.lipschitz.gram_iteration_bound(jnp.asarray(m.real), 0), np.linalg.norm(m.real, axis=(-2, -1)), rtol=1e-5
   )
-  assert float(snjax.gram_iteration_bound(jnp.zeros((3, 3)), 5)) == 0.0
-  g = jax.grad(lambda w: snjax.gram_iteration_bound(w, 5))(jnp.zeros((3, 3)))
+  assert float(snjax.lipschitz.gram_iteration_bound(jnp.zeros((3, 3)), 5)) == 0.0
+  g = jax.grad(lambda w: snjax.lipschitz.gram_iteration_bound(w, 5))(jnp.zeros((3, 3)))
   assert np.all(np.isfinite(g))
   w = jnp.asarray(rng.standard_normal((6, 4)), jnp.float32)
-  assert float(snjax.matrix_norm_bound(w)) >= float(np.linalg.norm(np.asarray(w, np.float64), 2))
+  assert float(snjax.lipschitz.matrix_norm_bound(w)) >= float(np.linalg.norm(np.asarray(w, np.float64), 2))
 
 
 def test_bound_is_differentiable_and_jittable():
   kernel = _kernel(3, (3, 3, 2, 2))
-  f = jax.jit(lambda k: snjax.conv_norm_bound(k, (6, 6, 2), padding='CIRCULAR'))
+  f = jax.jit(lambda k: snjax.lipschitz.conv_norm_bound(k, (6, 6, 2), padding='CIRCULAR'))
   grad = jax.grad(f)(kernel)
   assert np.all(np.isfinite(grad))
   # d bound / dK along K itself: the bound is 1-homogeneous in K.
@@ -228,16 +228,16 @@ def test_bound_is_differentiable_and_jittable():
 def test_unsupported_geometries_raise():
   kernel = _kernel(0, (3, 3, 2, 2))
   with pytest.raises(ValueError, match='REFLECT'):
-    snjax.conv_norm_bound(kernel, (6, 6, 2), padding='REFLECT', operator='fourier')
+    snjax.lipschitz.conv_norm_bound(kernel, (6, 6, 2), padding='REFLECT', operator='fourier')
   with pytest.raises(ValueError, match='must divide'):
-    snjax.circular_conv_singular_values(kernel, (7, 6, 2), strides=2)
+    snjax.lipschitz.circular_conv_singular_values(kernel, (7, 6, 2), strides=2)
   with pytest.raises(ValueError, match='method'):
-    snjax.conv_norm_bound(kernel, (6, 6, 2), method='power')
+    snjax.lipschitz.conv_norm_bound(kernel, (6, 6, 2), method='power')
   with pytest.raises(ValueError, match='n_iterations'):
-    snjax.gram_iteration_bound(jnp.eye(3), -1)
+    snjax.lipschitz.gram_iteration_bound(jnp.eye(3), -1)
   # A stride that does not divide a circular input: the FFT bound drops it (still an upper bound); the default,
   # the dense Gram matrix, is tight.
   truth = float(np.linalg.norm(dense(kernel, (7, 6, 2), padding='CIRCULAR', strides=2), 2))
-  fft = float(snjax.conv_norm_bound(kernel, (7, 6, 2), padding='CIRCULAR', strides=2, operator='fourier'))
-  default = float(snjax.conv_norm_bound(kernel, (7, 6, 2), padding='CIRCULAR', strides=2))
+  fft = float(snjax.lipschitz.conv_norm_bound(kernel, (7, 6, 2), padding='CIRCULAR', strides=2, operator='fourier'))
+  default = float(snjax.lipschitz.conv_norm_bound(kernel, (7, 6, 2), padding='CIRCULAR', strides=2))
   assert truth <= default <= truth * (1 + 1e-3) and default <= fft

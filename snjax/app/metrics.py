@@ -214,6 +214,6 @@ class DigitsScorer:
 @functools.lru_cache(maxsize=1)
 def digits_scorer() -> DigitsScorer:
   """The :class:`DigitsScorer` of :func:`snjax.data.load_digits` (fitted once per process)."""
-  from snjax.data import load_digits
+  from snjax.app.data import load_digits
 
   return DigitsScorer(load_digits())

@@ -33,7 +33,7 @@ def report_and_params():
   model = TinyCNN()
   x = jnp.ones((1, 6, 6, 2))
   params = model.init(jax.random.key(0), x)['params']
-  return snjax.lipschitz_report(params, snjax.conv_specs(model, x)), params
+  return snjax.lipschitz.lipschitz_report(params, snjax.conv_specs(model, x)), params
 
 
 def test_rows_match_dense_references(report_and_params):
@@ -59,7 +59,7 @@ def test_rows_match_dense_references(report_and_params):
   assert report.bound_product >= report.operator_product
   # dense_limit=0: the FFT bounds only; the embedding is looser on the 3x3 SAME conv on 6x6.
   model, x = TinyCNN(), jnp.ones((1, 6, 6, 2))
-  fft = snjax.lipschitz_report(params, snjax.conv_specs(model, x), dense_limit=0)
+  fft = snjax.lipschitz.lipschitz_report(params, snjax.conv_specs(model, x), dense_limit=0)
   for row in fft.layers:
     assert row.bound >= truths[row.path]
   assert fft.layers[0].bound > report.layers[0].bound * 1.005
@@ -76,7 +76,7 @@ def test_table_prints_every_layer_and_the_product(report_and_params):
 
 def test_conv_without_spec_and_stacked_layers():
   params = {'conv': {'kernel': jnp.ones((3, 3, 2, 2))}, 'stack': {'kernel': jnp.stack([jnp.eye(3), 2 * jnp.eye(3)])}}
-  report = snjax.lipschitz_report(params, layout={'stack': snjax.KernelLayout((-1,), (0,))})
+  report = snjax.lipschitz.lipschitz_report(params, layout={'stack': snjax.KernelLayout((-1,), (0,))})
   rows = {r.path: r for r in report.layers}
   assert rows['conv/kernel'].kind == 'conv?' and rows['conv/kernel'].operator_norm is None
   assert report.operator_product is None and report.bound_product is None
@@ -84,4 +84,4 @@ def test_conv_without_spec_and_stacked_layers():
   np.testing.assert_allclose(rows['stack/kernel[1]'].operator_norm, 2.0)
   assert rows['stack/kernel[1]'].bound >= 2.0
   with pytest.raises(ValueError, match='conv/kernel: .*input channels'):
-    snjax.lipschitz_report(params, {'conv': snjax.ConvSpec((5, 5, 3))})
+    snjax.lipschitz.lipschitz_report(params, {'conv': snjax.ConvSpec((5, 5, 3))})

@@ -2,7 +2,7 @@
 
 ::
 
-  from snjax.train import TrainConfig, train
+  from snjax.app.run import TrainConfig, train
   summary = train(TrainConfig.for_dataset('grid25', seed=1), 'runs/grid25_seed1')
 
 The critic is spectrally normalized with :func:`snjax.sn_apply` inside the
@@ -40,12 +40,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from snjax import data as _data
-from snjax import metrics as _metrics
-from snjax import models as _models
-from snjax.losses import LOSSES
-from snjax.parallel import data_mesh
-from snjax.train_step import _keep_out_of_loops, gan_trainer
+from snjax.app import data as _data
+from snjax.app import metrics as _metrics
+from snjax.app import models as _models
+from snjax.gan._losses import LOSSES
+from snjax.gan._sharding import data_mesh
+from snjax.gan._train_step import _keep_out_of_loops, gan_trainer
 
 OUTPUT_FILES = ('config.json', 'history.json', 'samples.npy', 'samples.png', 'curves.png', 'metrics.json')
 """The files a run writes into its folder (besides ``checkpoints/``)."""
@@ -431,7 +431,7 @@ def train(
     RunFolderError: see :func:`prepare_run_folder`.
     ValueError: an invalid configuration, or a batch size the device count does not divide.
   """
-  from snjax.checkpoint import Checkpointer
+  from snjax.gan.checkpoint import Checkpointer
 
   config.validate()
   restore = prepare_run_folder(out_dir, config, resume=resume, force=force)
@@ -515,7 +515,7 @@ def train(
     'config': config.to_json(),
   }
   _write_json(os.path.join(out_dir, 'metrics.json'), summary)
-  from snjax import plots
+  from snjax.app import plots
 
   plots.plot_samples(os.path.join(out_dir, 'samples.png'), dataset, samples, quality)
   plots.plot_curves(os.path.join(out_dir, 'curves.png'), history)

@@ -32,12 +32,12 @@ _SCRIPT = textwrap.dedent(
     n_critic, batch = 2, 16
 
     def make(mesh):
-      return snjax.gan_trainer(
+      return snjax.gan.gan_trainer(
           lambda p, z: G.apply({'params': p}, z), lambda p, x: D.apply({'params': p}, x),
           optax.adam(1e-2), optax.adam(1e-2), latent_shape=4, n_critic=n_critic, gp_weight=1.0, ema_decay=0.9,
           mesh=mesh)
 
-    mesh8 = snjax.data_mesh()
+    mesh8 = snjax.gan.data_mesh()
     runs = {'single': (make(None), None), 'mesh8': (make(mesh8), mesh8)}
     out = {}
     for name, (trainer, mesh) in runs.items():
@@ -46,7 +46,7 @@ _SCRIPT = textwrap.dedent(
       for i in range(3):
         real = jax.random.normal(jax.random.key(10 + i), (n_critic, batch, 2)) + 1.0
         if mesh is not None:
-          real = snjax.shard_batch(real, mesh, batch_axis=1)
+          real = snjax.gan.shard_batch(real, mesh, batch_axis=1)
           assert not real.sharding.is_fully_replicated and len(real.sharding.device_set) == 8
         state, m = trainer.train_step(state, real)
         losses.append([float(m['critic_loss']), float(m['generator_loss']), float(m['sigma_product'])])
@@ -63,7 +63,7 @@ _SCRIPT = textwrap.dedent(
         out['u_shards'] = [len(u.addressable_shards) for u in us]
         # A checkpoint of the replicated state restores replicated, equal, and training goes on from it.
         import tempfile
-        from snjax.checkpoint import Checkpointer
+        from snjax.gan.checkpoint import Checkpointer
         with Checkpointer(tempfile.mkdtemp(), save_interval_steps=1) as ckpt:
           ckpt.save(state)
           restored = ckpt.restore(trainer.init(jax.random.key(99), gp, cp))
@@ -78,7 +78,7 @@ _SCRIPT = textwrap.dedent(
         except ValueError as e:
           out['indivisible'] = str(e)
         try:
-          snjax.shard_batch(np.zeros((12, 2), np.float32), mesh)
+          snjax.gan.shard_batch(np.zeros((12, 2), np.float32), mesh)
         except ValueError as e:
           out['shard_error'] = str(e)
     print('RESULT' + json.dumps(out))
@@ -117,12 +117,12 @@ def test_eight_devices_match_one_device_and_replicas_stay_identical():
 
 
 def test_helpers_on_this_process_devices():
-  mesh = snjax.data_mesh()
+  mesh = snjax.gan.data_mesh()
   assert mesh.axis_names == ('data',) and mesh.devices.size == len(jax.devices())
   x = np.arange(4 * len(jax.devices()) * 3, dtype=np.float32).reshape(-1, 3)
-  sharded = snjax.shard_batch(x, mesh)
+  sharded = snjax.gan.shard_batch(x, mesh)
   np.testing.assert_array_equal(np.asarray(sharded), x)
-  tree = snjax.replicate({'a': np.ones(3)}, mesh)
+  tree = snjax.gan.replicate({'a': np.ones(3)}, mesh)
   assert tree['a'].sharding.is_fully_replicated
   with pytest.raises(ValueError, match="axis_name 'batch' is not an axis of the mesh"):
-    snjax.shard_batch(x, mesh, axis_name='batch')
+    snjax.gan.shard_batch(x, mesh, axis_name='batch')

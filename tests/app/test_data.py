@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from snjax import data
+from snjax.app import data
 
 
 def test_grid_centres_are_the_25_point_grid():

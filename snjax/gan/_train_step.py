@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from snjax import losses as _losses
+from snjax.gan import _losses
 from snjax.transform import SNState, sigmas, spectral_normalization
 
 PyTree = Any
@@ -342,7 +342,7 @@ def gan_trainer(
       generator_ema=jax.tree_util.tree_map(jnp.array, generator_params) if ema_decay is not None else None,
     )
     if mesh is not None:
-      from snjax.parallel import replicate as _replicate
+      from snjax.gan._sharding import replicate as _replicate
 
       state = _replicate(state, mesh)
     return state

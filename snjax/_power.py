@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from snjax.layout import ResolvedLayout
+from snjax._layout import ResolvedLayout
 
 
 class PowerIterationResult(NamedTuple):
