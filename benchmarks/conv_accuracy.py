@@ -136,7 +136,7 @@ def main(repeats: int = 20, dense_limit: int = 4096) -> None:
       continue
     k64 = kernel.astype(jnp.float64)
     kw = dict(strides=spec.strides, padding=spec.padding)
-    geo = conv_lib._geometry(tuple(kernel.shape), spec)
+    geo = conv_lib.geometry(tuple(kernel.shape), spec)
     dim = min(snjax.lipschitz._bounds._dense_sides(geo, kernel.shape[-1]))
     op = float(snjax.lipschitz.conv_operator_norm(k64, spec.input_shape, tol=1e-8, max_iterations=1024, **kw))
     dense = dense_gram_norm(k64, spec) if np.prod(spec.input_shape) <= 3072 else None

@@ -71,7 +71,7 @@ class ConvSpec(NamedTuple):
   feature_group_count: int = 1
 
 
-class _Geometry(NamedTuple):
+class Geometry(NamedTuple):
   """A :class:`ConvSpec` checked against a kernel, every field explicit."""
 
   input_shape: tuple[int, ...]
@@ -121,7 +121,7 @@ def _canonical_padding(padding, d: int, where: str):
   )
 
 
-def _geometry(kernel_shape: tuple[int, ...], spec: ConvSpec, where: str = 'conv') -> _Geometry:
+def geometry(kernel_shape: tuple[int, ...], spec: ConvSpec, where: str = 'conv') -> Geometry:
   """Checks ``spec`` against a Flax-layout kernel shape and makes every field explicit."""
   if not isinstance(spec, ConvSpec):
     raise TypeError(f'{where}: expected a snjax.ConvSpec, got {type(spec).__name__}.')
@@ -147,7 +147,7 @@ def _geometry(kernel_shape: tuple[int, ...], spec: ConvSpec, where: str = 'conv'
       f'{c_in * groups} input channels and an output count divisible by {groups}; input_shape {input_shape} '
       f'has {input_shape[-1]} channels.'
     )
-  geo = _Geometry(
+  geo = Geometry(
     input_shape=input_shape,
     kernel_size=tuple(int(k) for k in kernel_shape[:d]),
     strides=_per_dim(spec.strides, d, 'strides', where),
@@ -156,13 +156,13 @@ def _geometry(kernel_shape: tuple[int, ...], spec: ConvSpec, where: str = 'conv'
     lhs_dilation=_per_dim(spec.lhs_dilation, d, 'lhs_dilation', where),
     groups=groups,
   )
-  out = _output_struct(kernel_shape, geo)
+  out = output_struct(kernel_shape, geo)
   if any(s < 1 for s in out.shape):
     raise ValueError(f'{where}: the convolution of an input of shape {input_shape} is empty (output {out.shape}).')
   return geo
 
 
-def _conv(kernel: jax.Array, x: jax.Array, geo: _Geometry) -> jax.Array:
+def apply_conv(kernel: jax.Array, x: jax.Array, geo: Geometry) -> jax.Array:
   """The convolution of one input (no batch axis), exactly as ``flax.linen.Conv`` computes it."""
   d = len(geo.kernel_size)
   x = x[None]
@@ -197,14 +197,14 @@ def _conv(kernel: jax.Array, x: jax.Array, geo: _Geometry) -> jax.Array:
 
 def conv_output_shape(kernel_shape: tuple[int, ...], spec: ConvSpec) -> tuple[int, ...]:
   """The output shape (spatial dims + output channels) of the convolution ``spec`` describes."""
-  geo = _geometry(tuple(kernel_shape), spec)
-  return tuple(_output_struct(tuple(kernel_shape), geo).shape)
+  geo = geometry(tuple(kernel_shape), spec)
+  return tuple(output_struct(tuple(kernel_shape), geo).shape)
 
 
-def _output_struct(kernel_shape, geo: _Geometry):
+def output_struct(kernel_shape, geo: Geometry):
   k = jax.ShapeDtypeStruct(tuple(kernel_shape), jnp.float32)
   x = jax.ShapeDtypeStruct(geo.input_shape, jnp.float32)
-  return jax.eval_shape(lambda kk, xx: _conv(kk, xx, geo), k, x)
+  return jax.eval_shape(lambda kk, xx: apply_conv(kk, xx, geo), k, x)
 
 
 def conv_apply(kernel: jax.Array, x: jax.Array, spec: ConvSpec) -> jax.Array:
@@ -213,12 +213,12 @@ def conv_apply(kernel: jax.Array, x: jax.Array, spec: ConvSpec) -> jax.Array:
   The same map as ``flax.linen.Conv`` (no bias) on one example; for tests and for
   building dense references.
   """
-  return _conv(kernel, x, _geometry(tuple(kernel.shape), spec))
+  return apply_conv(kernel, x, geometry(tuple(kernel.shape), spec))
 
 
-def _linear_maps(kernel, geo: _Geometry, dtype):
+def _linear_maps(kernel, geo: Geometry, dtype):
   def forward(x):
-    return _conv(kernel, x, geo)
+    return apply_conv(kernel, x, geo)
 
   transpose = jax.linear_transpose(forward, jax.ShapeDtypeStruct(geo.input_shape, dtype))
   return forward, lambda y: transpose(y)[0]
@@ -248,7 +248,7 @@ def _reseed_if_degenerate(u):
   return jnp.where(bad, fallback, u)
 
 
-def _to_flax_layout(kernel: jax.Array, torch_layout: bool) -> jax.Array:
+def to_flax_layout(kernel: jax.Array, torch_layout: bool) -> jax.Array:
   if not torch_layout:
     return kernel
   # PyTorch / Equinox (out, in/groups, *spatial) -> Flax (*spatial, in/groups, out).
@@ -290,8 +290,8 @@ def conv_power_iteration(
     ``PowerIterationResult(sigma, u)``: sigma a scalar (differentiable), u the
     next unit input-shaped vector (constant).
   """
-  kernel = _to_flax_layout(kernel, torch_layout)
-  geo = _geometry(tuple(kernel.shape), spec)
+  kernel = to_flax_layout(kernel, torch_layout)
+  geo = geometry(tuple(kernel.shape), spec)
   cdtype = power.compute_dtype(kernel.dtype)
   k = kernel.astype(cdtype)
   k_const = lax.stop_gradient(k)
@@ -425,7 +425,7 @@ def conv_operator_norm(
       which and what was expected).
   """
   spec = ConvSpec(tuple(input_shape), strides, padding, rhs_dilation, lhs_dilation, feature_group_count)
-  geo = _geometry(tuple(kernel.shape), spec, 'conv_operator_norm')
+  geo = geometry(tuple(kernel.shape), spec, 'conv_operator_norm')
   if not (isinstance(tol, (int, float)) and tol > 0):
     raise ValueError(f'conv_operator_norm: tol must be a float > 0, got {tol!r}.')
   if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
@@ -548,15 +548,15 @@ def conv_specs(model: Any, *args: Any, **kwargs: Any) -> dict[str, ConvSpec]:
 # --- conv mode of the transform (used by snjax.transform.sn_init / sn_apply) ---
 
 
-def _conv_mode_geometry(path: str, leaf: Any, lay: Any, spec: ConvSpec) -> tuple[_Geometry, bool]:
+def _conv_mode_geometry(path: str, leaf: Any, lay: Any, spec: ConvSpec) -> tuple[Geometry, bool]:
   torch_layout = conv_layout_is_torch(path, leaf.ndim, lay.out_axes, lay.batch_axes)
   shape = tuple(leaf.shape)
   if torch_layout:
     shape = shape[2:] + (shape[1], shape[0])
-  return _geometry(shape, spec, path), torch_layout
+  return geometry(shape, spec, path), torch_layout
 
 
-def _iterate_geometry(kernel, u, geo: _Geometry, torch_layout: bool, n_iterations, eps, tol, max_iterations):
+def _iterate_geometry(kernel, u, geo: Geometry, torch_layout: bool, n_iterations, eps, tol, max_iterations):
   """:func:`conv_power_iteration` on an already checked geometry (hashable, so usable as a static argument)."""
   spec = ConvSpec(geo.input_shape, geo.strides, geo.padding, geo.rhs_dilation, geo.lhs_dilation, geo.groups)
   return conv_power_iteration(

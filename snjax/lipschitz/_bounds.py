@@ -85,7 +85,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snjax._conv import ConvSpec, Padding, _Geometry, _geometry
+from snjax._conv import ConvSpec, Padding, Geometry, geometry
 
 _ZERO_PADDINGS = ('SAME', 'SAME_LOWER', 'VALID', 'CAUSAL')
 
@@ -107,7 +107,7 @@ def _ungrouped_kernel(kernel: jax.Array, groups: int) -> jax.Array:
   return full.reshape(kernel.shape[:-2] + (groups * cin_g, cout))
 
 
-def _dense_channel_kernel(kernel: jax.Array, geo: _Geometry) -> jax.Array:
+def _dense_channel_kernel(kernel: jax.Array, geo: Geometry) -> jax.Array:
   """The kernel with its dilation zeros inserted and its feature groups made block-diagonal:
   ``(*dilated spatial, c_in, c_out)``."""
   d = len(geo.kernel_size)
@@ -137,7 +137,7 @@ class _Frame(NamedTuple):
   description: str
 
 
-def _frame(geo: _Geometry) -> _Frame:
+def _frame(geo: Geometry) -> _Frame:
   spatial = geo.input_shape[:-1]
   dilated = tuple((k - 1) * r + 1 for k, r in zip(geo.kernel_size, geo.rhs_dilation, strict=False))
   if geo.padding == 'CIRCULAR':
@@ -160,7 +160,7 @@ def _frame(geo: _Geometry) -> _Frame:
   return _Frame(grid, geo.strides, False, 'zero padding, circular embedding on grid ' + 'x'.join(map(str, grid)))
 
 
-def _blocks(kernel: jax.Array, geo: _Geometry, frame: _Frame) -> jax.Array:
+def _blocks(kernel: jax.Array, geo: Geometry, frame: _Frame) -> jax.Array:
   """The blocks ``B(xi)`` of the circular operator of ``frame``: ``(n_blocks, s^d c_in, c_out)``, complex."""
   d = len(frame.grid)
   dense = _dense_channel_kernel(kernel, geo)
@@ -262,7 +262,7 @@ def circular_conv_singular_values(
     ValueError: a stride that does not divide the input size, or a
       kernel / input_shape mismatch.
   """
-  geo = _geometry(tuple(kernel.shape), _spec(input_shape, strides, 'CIRCULAR', rhs_dilation, 1, feature_group_count))
+  geo = geometry(tuple(kernel.shape), _spec(input_shape, strides, 'CIRCULAR', rhs_dilation, 1, feature_group_count))
   frame = _frame(geo)
   if not frame.exact:
     raise ValueError(
@@ -281,10 +281,10 @@ _DENSE_ITERATIONS = 18
 _FOURIER_ITERATIONS = 10
 
 
-def _axis_geometry(geo: _Geometry, i: int) -> _Geometry:
+def _axis_geometry(geo: Geometry, i: int) -> Geometry:
   """The 1-D convolution that spatial dimension ``i`` of ``geo`` performs (one channel)."""
   padding = geo.padding if isinstance(geo.padding, str) else (geo.padding[i],)
-  return _Geometry(
+  return Geometry(
     input_shape=(geo.input_shape[i], 1),
     kernel_size=(geo.kernel_size[i],),
     strides=(geo.strides[i],),
@@ -296,7 +296,7 @@ def _axis_geometry(geo: _Geometry, i: int) -> _Geometry:
 
 
 @functools.lru_cache(maxsize=64)
-def _axis_tables(geo: _Geometry) -> tuple[np.ndarray, ...]:
+def _axis_tables(geo: Geometry) -> tuple[np.ndarray, ...]:
   """Per spatial dimension, the 0/1 matrices ``T[a] (m x n)``: output ``o`` reads input ``p`` through tap ``a``.
 
   Every padding snjax knows (zero, circular, reflect, causal, explicit), strides and dilations act on each
@@ -304,7 +304,7 @@ def _axis_tables(geo: _Geometry) -> tuple[np.ndarray, ...]:
   (a Kronecker product over dimensions). The tables come from the convolution itself (snjax's ``_conv``, the
   map ``flax.linen.Conv`` applies) on the identity basis with one-hot kernels, so they are exact.
   """
-  from snjax._conv import _conv
+  from snjax._conv import apply_conv
 
   tables = []
   with jax.ensure_compile_time_eval():
@@ -313,20 +313,20 @@ def _axis_tables(geo: _Geometry) -> tuple[np.ndarray, ...]:
       n, k = g1.input_shape[0], g1.kernel_size[0]
       taps = np.eye(k, dtype=np.float32).reshape(k, 1, k)
       basis = np.eye(n, dtype=np.float32).reshape(n, n, 1)
-      out = np.asarray(jax.vmap(lambda x, g1=g1, taps=taps: _conv(taps, x, g1))(basis))  # (n, m, k)
+      out = np.asarray(jax.vmap(lambda x, g1=g1, taps=taps: apply_conv(taps, x, g1))(basis))  # (n, m, k)
       tables.append(np.transpose(out, (2, 1, 0)).astype(np.float64))  # (k, m, n)
   return tuple(tables)
 
 
-def _dense_sides(geo: _Geometry, c_out: int) -> tuple[int, int]:
+def _dense_sides(geo: Geometry, c_out: int) -> tuple[int, int]:
   """``(in_dim, out_dim)`` of the convolution: ``prod(n) c_in`` and ``prod(m) c_out``."""
-  from snjax._conv import _output_struct
+  from snjax._conv import output_struct
 
-  spatial_out = _output_struct(geo.kernel_size + (geo.input_shape[-1] // geo.groups, c_out), geo).shape[:-1]
+  spatial_out = output_struct(geo.kernel_size + (geo.input_shape[-1] // geo.groups, c_out), geo).shape[:-1]
   return int(np.prod(geo.input_shape)), int(np.prod(spatial_out)) * c_out
 
 
-def _dense_gram(kernel: jax.Array, geo: _Geometry) -> jax.Array:
+def _dense_gram(kernel: jax.Array, geo: Geometry) -> jax.Array:
   """The exact Gram matrix of the convolution on its smaller side, ``A^T A`` or ``A A^T``: ``(D, D)``.
 
   With the tables ``T_i`` of :func:`_axis_tables` and the kernel's taps ``K_a`` (``c_in x c_out``, groups made
@@ -400,7 +400,7 @@ class _Plan(NamedTuple):
   description: str
 
 
-def _plan(geo: _Geometry, c_out: int, operator: str, dense_limit: int) -> _Plan:
+def _plan(geo: Geometry, c_out: int, operator: str, dense_limit: int) -> _Plan:
   if operator not in ('auto', 'dense', 'fourier'):
     raise ValueError(f"conv_norm_bound: operator must be 'auto', 'dense' or 'fourier', got {operator!r}.")
   if isinstance(dense_limit, bool) or not isinstance(dense_limit, (int, np.integer)) or dense_limit < 0:
@@ -502,7 +502,7 @@ def conv_norm_bound(
   if n_iterations is not None and (isinstance(n_iterations, bool) or not isinstance(n_iterations, int)):
     raise ValueError(f'conv_norm_bound: n_iterations must be an int >= 0 or None, got {n_iterations!r}.')
   spec = _spec(input_shape, strides, padding, rhs_dilation, lhs_dilation, feature_group_count)
-  geo = _geometry(tuple(kernel.shape), spec, 'conv_norm_bound')
+  geo = geometry(tuple(kernel.shape), spec, 'conv_norm_bound')
   plan = _plan(geo, kernel.shape[-1], operator, dense_limit)
   if plan.operator == 'dense':
     return _dense_bound(kernel, geo, method, _DENSE_ITERATIONS if n_iterations is None else n_iterations)
@@ -537,7 +537,7 @@ def conv_bound_description(
   """Whether :func:`conv_norm_bound` bounds the convolution itself (so it is the norm up to its method) for this
   geometry, and what it bounds, in words."""
   spec = _spec(input_shape, strides, padding, rhs_dilation, lhs_dilation, feature_group_count)
-  geo = _geometry(tuple(kernel_shape), spec, 'conv_bound_description')
+  geo = geometry(tuple(kernel_shape), spec, 'conv_bound_description')
   plan = _plan(geo, kernel_shape[-1], operator, dense_limit)
   return plan.exact, plan.description
 

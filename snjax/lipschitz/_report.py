@@ -175,8 +175,8 @@ def lipschitz_report(
     spec = conv.resolve_conv_spec(conv_specs, path)
     if spec is not None:
       torch_layout = conv.conv_layout_is_torch(path, leaf.ndim, lay.out_axes, lay.batch_axes)
-      kernel = conv._to_flax_layout(leaf, torch_layout)
-      conv._geometry(tuple(kernel.shape), spec, path)
+      kernel = conv.to_flax_layout(leaf, torch_layout)
+      conv.geometry(tuple(kernel.shape), spec, path)
       kw = dict(
         strides=spec.strides,
         padding=spec.padding,
