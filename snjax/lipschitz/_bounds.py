@@ -85,7 +85,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snjax._conv import ConvSpec, Padding, Geometry, geometry
+from snjax._conv import ConvSpec, Geometry, Padding, geometry
 
 _ZERO_PADDINGS = ('SAME', 'SAME_LOWER', 'VALID', 'CAUSAL')
 

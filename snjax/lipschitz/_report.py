@@ -28,9 +28,9 @@ import jax
 import numpy as np
 
 from snjax import _conv as conv
-from snjax.lipschitz import _bounds as bounds
 from snjax._layout import LayoutOption, kernel_matrix, resolve_layout
 from snjax._selection import Selector, path_keys, path_str, select_paths
+from snjax.lipschitz import _bounds as bounds
 
 
 class LayerNorms(NamedTuple):

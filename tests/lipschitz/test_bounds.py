@@ -171,7 +171,9 @@ def test_operator_choice_and_dense_limit():
   shape = (6, 6, 2)  # min(in_dim, out_dim) = 72
   truth_circ = float(np.linalg.norm(dense(kernel, shape, padding='CIRCULAR'), 2))
   # Circular: the FFT blocks are exact already, and the dense path agrees.
-  assert snjax.lipschitz._bounds.conv_bound_description(kernel.shape, shape, padding='CIRCULAR')[1].startswith('circular')
+  assert snjax.lipschitz._bounds.conv_bound_description(kernel.shape, shape, padding='CIRCULAR')[1].startswith(
+    'circular'
+  )
   b_dense = float(snjax.lipschitz.conv_norm_bound(kernel, shape, padding='CIRCULAR', operator='dense', method='svd'))
   assert truth_circ <= b_dense <= truth_circ * (1 + 1e-4)
   # Zero padding above dense_limit falls back to the embedding (looser, still above).
@@ -183,7 +185,9 @@ def test_operator_choice_and_dense_limit():
   assert 'exact Gram matrix (72x72)' in snjax.lipschitz._bounds.conv_bound_description(kernel.shape, shape)[1]
   # REFLECT: certified through the dense Gram matrix when small, a clear error when it is not.
   truth_reflect = float(np.linalg.norm(dense(kernel, shape, padding='REFLECT'), 2))
-  assert truth_reflect <= float(snjax.lipschitz.conv_norm_bound(kernel, shape, padding='REFLECT')) <= truth_reflect * 1.001
+  assert (
+    truth_reflect <= float(snjax.lipschitz.conv_norm_bound(kernel, shape, padding='REFLECT')) <= truth_reflect * 1.001
+  )
   with pytest.raises(ValueError, match='REFLECT.*dense_limit=10'):
     snjax.lipschitz.conv_norm_bound(kernel, shape, padding='REFLECT', dense_limit=10)
   with pytest.raises(ValueError, match='operator'):
