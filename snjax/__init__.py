@@ -13,10 +13,11 @@ Networks" (https://arxiv.org/abs/1802.05957).
 """
 
 from snjax import gan, lipschitz, nnx
-from snjax._conv import ConvSpec, conv_power_iteration, conv_specs
+from snjax._conv import ConvSpec, conv_specs
 from snjax._deprecations import getattr_with_deprecations as _getattr_with_deprecations
 from snjax._layout import KernelLayout, kernel_matrix, resolve_layout
 from snjax._power import PowerIterationResult, power_iteration
+from snjax._power import conv_power_iteration as conv_power_iteration  # deprecated; warns when called
 from snjax.linen import SNConv, SNDense, SpectralNorm
 from snjax.nnx import SpectralNormState
 from snjax.projection import SpectralProjectionState, spectral_projection
@@ -40,7 +41,6 @@ __all__ = [
   'SpectralNormState',
   'SpectralNormalization',
   'SpectralProjectionState',
-  'conv_power_iteration',
   'conv_specs',
   'gan',
   'kernel_matrix',

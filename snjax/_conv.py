@@ -28,7 +28,6 @@ high)`` pairs, applied exactly as ``flax.linen.Conv`` applies them.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -37,9 +36,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-
-from snjax import _power as power
-from snjax._power import PowerIterationResult
 
 Padding = str | int | Sequence[int | tuple[int, int]]
 
@@ -165,7 +161,9 @@ def geometry(kernel_shape: tuple[int, ...], spec: ConvSpec, where: str = 'conv')
 def apply_conv(kernel: jax.Array, x: jax.Array, geo: Geometry) -> jax.Array:
   """The convolution of one input (no batch axis), exactly as ``flax.linen.Conv`` computes it."""
   d = len(geo.kernel_size)
-  x = x[None]
+  # A reshape (not x[None] / y[0]) adds and drops the batch axis: its transpose is a reshape too, so A^T has no
+  # reduction over the size-1 axis.
+  x = x.reshape((1,) + x.shape)
   padding = geo.padding
   if padding in ('CIRCULAR', 'REFLECT'):
     dilated = [(k - 1) * r + 1 for k, r in zip(geo.kernel_size, geo.rhs_dilation, strict=False)]
@@ -192,7 +190,7 @@ def apply_conv(kernel: jax.Array, x: jax.Array, geo: Geometry) -> jax.Array:
     feature_group_count=geo.groups,
     precision=lax.Precision.HIGHEST,
   )
-  return y[0]
+  return y.reshape(y.shape[1:])
 
 
 def conv_output_shape(kernel_shape: tuple[int, ...], spec: ConvSpec) -> tuple[int, ...]:
@@ -229,25 +227,6 @@ def _unit(x, eps):
   return x / jnp.maximum(n, eps)
 
 
-def _step(kernel_const, u, geo, eps):
-  """One stop-gradient power step u -> u' on the convolution; returns (u', sigma)."""
-  forward, transpose = _linear_maps(kernel_const, geo, u.dtype)
-  v = _unit(forward(u), eps)
-  w = transpose(v)
-  sq = jnp.sum(jnp.square(w))
-  ok = sq > eps * eps
-  # A collapsed product (zero kernel) keeps the previous u instead of zeroing it.
-  u_next = jnp.where(ok, w / jnp.sqrt(jnp.where(ok, sq, 1.0)), u)
-  return u_next, jnp.sqrt(sq)
-
-
-def _reseed_if_degenerate(u):
-  sq = jnp.sum(jnp.square(u))
-  bad = ~(jnp.isfinite(sq) & (sq > 0))
-  fallback = power.fallback_u((u.size,), u.dtype).reshape(u.shape)
-  return jnp.where(bad, fallback, u)
-
-
 def to_flax_layout(kernel: jax.Array, torch_layout: bool) -> jax.Array:
   if not torch_layout:
     return kernel
@@ -255,83 +234,8 @@ def to_flax_layout(kernel: jax.Array, torch_layout: bool) -> jax.Array:
   return jnp.transpose(kernel, tuple(range(2, kernel.ndim)) + (1, 0))
 
 
-def conv_power_iteration(
-  kernel: jax.Array,
-  u: jax.Array,
-  spec: ConvSpec,
-  *,
-  n_iterations: int = 1,
-  eps: float = 1e-12,
-  tol: float | None = None,
-  max_iterations: int = 100,
-  torch_layout: bool = False,
-) -> PowerIterationResult:
-  """Power iteration on the convolution operator; the conv analogue of :func:`snjax.power_iteration`.
-
-  Steps 1 .. n-1 are constant (``stop_gradient``) iterations; with ``tol`` they
-  continue in a ``lax.while_loop`` until sigma's relative change is at most
-  ``tol`` (or ``max_iterations`` steps ran). The last step computes
-  ``w = A^T v`` differentiably with respect to the kernel and returns
-  ``sigma = max(||w||, eps) <= ||A||``. A zero or non-finite u is reseeded; a
-  zero kernel keeps u and gives sigma = eps (never NaN).
-
-  Args:
-    kernel: the conv kernel, ``(*spatial, in/groups, out)`` (or PyTorch's
-      ``(out, in/groups, *spatial)`` with ``torch_layout=True``).
-    u: the current input-shaped vector, shape ``spec.input_shape``.
-    spec: the convolution's geometry.
-    n_iterations: power steps in this call, >= 1.
-    eps: floor of the vector norms and of sigma.
-    tol: optional relative tolerance on sigma (iterate to convergence).
-    max_iterations: cap on the steps when ``tol`` is given.
-    torch_layout: the kernel is in PyTorch / Equinox layout.
-
-  Returns:
-    ``PowerIterationResult(sigma, u)``: sigma a scalar (differentiable), u the
-    next unit input-shaped vector (constant).
-  """
-  kernel = to_flax_layout(kernel, torch_layout)
-  geo = geometry(tuple(kernel.shape), spec)
-  cdtype = power.compute_dtype(kernel.dtype)
-  k = kernel.astype(cdtype)
-  k_const = lax.stop_gradient(k)
-  u = _reseed_if_degenerate(lax.stop_gradient(u).astype(cdtype).reshape(geo.input_shape))
-  n_const = n_iterations - 1
-  if 0 < n_const <= 2:
-    for _ in range(n_const):
-      u, _ = _step(k_const, u, geo, eps)
-  elif n_const > 2:
-    u = lax.fori_loop(0, n_const, lambda _, x: _step(k_const, x, geo, eps)[0], u)
-  if tol is not None:
-
-    def cond(carry):
-      i, _, s, s_prev = carry
-      return (i < max_iterations) & (jnp.abs(s - s_prev) > tol * jnp.maximum(s, eps))
-
-    def body(carry):
-      i, x, s, _ = carry
-      x_next, s_next = _step(k_const, x, geo, eps)
-      return i + 1, x_next, s_next, s
-
-    first_u, first_s = _step(k_const, u, geo, eps)
-    _, u, _, _ = lax.while_loop(
-      cond, body, (jnp.asarray(n_iterations, jnp.int32), first_u, first_s, jnp.zeros((), cdtype))
-    )
-  forward, _ = _linear_maps(k_const, geo, cdtype)
-  v = lax.stop_gradient(_unit(forward(u), eps))
-  _, transpose = _linear_maps(k, geo, cdtype)
-  w = transpose(v)
-  sq = jnp.sum(jnp.square(w))
-  ok = sq > eps * eps
-  # sqrt only where it is safe, so that a zero kernel has a zero, not NaN, gradient.
-  norm = jnp.sqrt(jnp.where(ok, sq, 1.0))
-  sigma = jnp.where(ok, norm, eps)
-  u_next = lax.stop_gradient(jnp.where(ok, w / norm, u))
-  return PowerIterationResult(sigma, u_next)
-
-
 def random_unit_input(key: jax.Array, input_shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
-  """A random unit-norm array of ``input_shape``: a starting u for :func:`conv_power_iteration`."""
+  """A random unit-norm array of ``input_shape``: a starting u for :func:`snjax.power_iteration` with a ``spec``."""
   u = jax.random.normal(key, tuple(input_shape), dtype)
   return u / jnp.linalg.norm(u.ravel())
 
@@ -433,10 +337,10 @@ def conv_operator_norm(
   if method not in ('lanczos', 'power'):
     raise ValueError(f"conv_operator_norm: method must be 'lanczos' or 'power', got {method!r}.")
   key = jax.random.key(0) if key is None else key
-  cdtype = power.compute_dtype(kernel.dtype)
+  cdtype = jnp.promote_types(kernel.dtype, jnp.float32)
   u0 = random_unit_input(key, spec.input_shape, cdtype)
   if method == 'power':
-    return conv_power_iteration(kernel, u0, spec, n_iterations=1, tol=tol, max_iterations=max_iterations).sigma
+    return _final_sigma(kernel, u0, spec, tol=tol, max_iterations=max_iterations)
   eps = float(jnp.finfo(cdtype).eps)
   k_const = lax.stop_gradient(kernel.astype(cdtype))
   forward, transpose = _linear_maps(k_const, geo, cdtype)
@@ -453,7 +357,13 @@ def conv_operator_norm(
 
   zero = jnp.zeros((), cdtype)
   _, u, _, _ = lax.while_loop(cond, body, (jnp.asarray(0), u0, zero, -jnp.ones((), cdtype)))
-  return conv_power_iteration(kernel, u, spec, n_iterations=1).sigma
+  return _final_sigma(kernel, u, spec)
+
+
+def _final_sigma(kernel, u, spec, **kwargs):
+  from snjax._power import power_iteration
+
+  return power_iteration(kernel, u, spec=spec, **kwargs).sigma
 
 
 ConvOption = Mapping[str, ConvSpec] | None
@@ -543,65 +453,3 @@ def conv_specs(model: Any, *args: Any, **kwargs: Any) -> dict[str, ConvSpec]:
   with nn.intercept_methods(interceptor):
     jax.eval_shape(lambda: model.init(jax.random.key(0), *args, **kwargs))
   return found
-
-
-# --- conv mode of the transform (used by snjax.transform.sn_init / sn_apply) ---
-
-
-def _conv_mode_geometry(path: str, leaf: Any, lay: Any, spec: ConvSpec) -> tuple[Geometry, bool]:
-  torch_layout = conv_layout_is_torch(path, leaf.ndim, lay.out_axes, lay.batch_axes)
-  shape = tuple(leaf.shape)
-  if torch_layout:
-    shape = shape[2:] + (shape[1], shape[0])
-  return geometry(shape, spec, path), torch_layout
-
-
-def _iterate_geometry(kernel, u, geo: Geometry, torch_layout: bool, n_iterations, eps, tol, max_iterations):
-  """:func:`conv_power_iteration` on an already checked geometry (hashable, so usable as a static argument)."""
-  spec = ConvSpec(geo.input_shape, geo.strides, geo.padding, geo.rhs_dilation, geo.lhs_dilation, geo.groups)
-  return conv_power_iteration(
-    kernel,
-    u,
-    spec,
-    n_iterations=n_iterations,
-    eps=eps,
-    tol=tol,
-    max_iterations=max_iterations,
-    torch_layout=torch_layout,
-  )
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
-def _init_conv_leaf(key, kernel, geo, torch_layout, n_warmup_iterations, eps):
-  cdtype = power.compute_dtype(kernel.dtype)
-  u = random_unit_input(key, geo.input_shape, cdtype)
-  res = _iterate_geometry(kernel, u, geo, torch_layout, max(n_warmup_iterations, 1), eps, None, 1)
-  return (u if n_warmup_iterations == 0 else res.u), res.sigma
-
-
-def conv_init_entry(key, leaf, path: str, lay, spec: ConvSpec, n_warmup_iterations: int, eps: float) -> dict:
-  """The state entry ``{'u': input-shaped, 'sigma': scalar}`` of a conv-mode leaf, after warm-up steps."""
-  geo, torch_layout = _conv_mode_geometry(path, leaf, lay, spec)
-  u, sigma = _init_conv_leaf(key, lax.stop_gradient(leaf), geo, torch_layout, n_warmup_iterations, eps)
-  return {'u': u, 'sigma': sigma}
-
-
-def conv_apply_entry(
-  leaf, entry, path: str, lay, spec: ConvSpec, *, update, n_power_iterations, eps, target_norm, tol, max_iterations
-):
-  """Normalizes one conv-mode leaf by its operator norm; returns ``(normalized leaf, new entry or None)``."""
-  geo, torch_layout = _conv_mode_geometry(path, leaf, lay, spec)
-  if 'u' not in entry or 'sigma' not in entry:
-    raise ValueError(f"{path}: state entry must hold 'u' and 'sigma', got keys {sorted(entry)}.")
-  if tuple(entry['u'].shape) != geo.input_shape or tuple(jnp.shape(entry['sigma'])) != ():
-    raise ValueError(
-      f'{path}: conv-mode state must hold an input-shaped u {geo.input_shape} and a scalar sigma, got u '
-      f'{tuple(entry["u"].shape)} and sigma {tuple(jnp.shape(entry["sigma"]))}. Was the state made without '
-      'the same conv= option (or for another input size)?'
-    )
-  if update:
-    res = _iterate_geometry(leaf, entry['u'], geo, torch_layout, n_power_iterations, eps, tol, max_iterations)
-    sigma, new_entry = res.sigma, {'u': res.u, 'sigma': lax.stop_gradient(res.sigma)}
-  else:
-    sigma, new_entry = lax.stop_gradient(jnp.asarray(entry['sigma'])), None
-  return power.scale_kernel(leaf, target_norm / sigma, lay), new_entry

@@ -1,153 +1,85 @@
-"""Power iteration for the largest singular value of one kernel.
+"""Power iteration for the spectral norm of many linear operators at once: the one driver of snjax.
 
 Spectral normalization (Miyato et al. 2018, "Spectral Normalization for
 Generative Adversarial Networks", https://arxiv.org/abs/1802.05957) divides a
-weight by its spectral norm sigma(W), the largest singular value of W read as a
-(fan_in x fan_out) matrix M. sigma is estimated by power iteration, carrying a
-unit vector u (fan-out side) from step to step:
+weight by its spectral norm sigma, the largest singular value of a linear
+operator ``B`` (:mod:`snjax._operators`: the kernel read as a matrix, or the
+convolution itself). sigma is estimated by power iteration, carrying a unit
+vector u from step to step::
 
-  v = M u / ||M u||,    w = M^T v,    sigma = ||w||,    u <- w / sigma.
+  v = B u / ||B u||,    w = B^T v,    sigma = ||w||,    u <- w / sigma.
 
-Two matrix-vector products per step and no more: sigma = ||M^T v|| with a unit
-v is a *lower bound* on the true norm (||M^T v|| <= ||M^T|| ||v||), so a layer
-divided by it is never over-normalized. u and v are constants for
-differentiation (``stop_gradient``); sigma is differentiated through the last
-product M^T v, so d sigma / d M = v u^T, the paper's gradient.
+Two products per step and no more: sigma = ||B^T v|| with a unit v is a *lower
+bound* on the true norm (||B^T v|| <= ||B^T|| ||v||), so a layer divided by it
+is never over-normalized. u and v are constants for differentiation
+(``stop_gradient``); sigma is differentiated through the last product
+``B^T v``, so d sigma / d B = v u^T, the paper's gradient.
 
-No transposed copy of the weight is materialized: a kernel whose input axes
-and output axes are each contiguous (every dense and conv kernel of Flax,
-Haiku, torch and Equinox) is contracted as a matrix through a free reshape
-(XLA would otherwise copy a transposed conv kernel for each product), any
-other layout with ``lax.dot_general`` on its own axes.
+Every caller (the transform, the projection, the Flax modules, the bounds)
+iterates through :func:`run`, on all its operators together: the products are
+per operator, but the vector norms of all of them are one reduction per step
+and their scalar maths one op on a vector, so that normalizing many layers
+compiles few XLA kernels. The steps before the last are a Python loop (up to
+two) or a ``lax.fori_loop``; with ``tol`` they continue in one
+``lax.while_loop`` until every sigma's relative change is at most ``tol``.
+
+Robustness: a u that is zero or non-finite is reseeded with a fixed
+pseudo-random unit vector; when ``B^T v`` collapses (a zero weight) u is kept
+rather than zeroed and sigma is floored by eps, so the result stays finite and
+normalization resumes as soon as the weight is non-zero again. Half-precision
+weights are iterated in float32.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 import zlib
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from snjax._layout import ResolvedLayout
+from snjax._conv import ConvSpec, conv_layout_is_torch
+from snjax._layout import LayoutSpec, ResolvedLayout, resolve_layout
+from snjax._operators import (
+  Operator,
+  compute_dtype,
+  conv_operator,
+  matrix_operator,
+)
+from snjax._options import SNOptions
 
 
 class PowerIterationResult(NamedTuple):
-  """What one call of :func:`power_iteration` returns.
+  """What :func:`power_iteration` returns.
 
   Attributes:
-    sigma: the spectral-norm estimate, floored by eps, one per batch index
-      (shape ``batch_shape``). Differentiable with respect to the kernel.
-    u: the next unit vector on the fan-out side, ``batch_shape + (fan_out,)``,
-      constant for differentiation.
+    sigma: the spectral-norm estimate, floored by eps, one per stacked matrix
+      (shape ``batch_shape``; a scalar for one matrix or a convolution).
+      Differentiable with respect to the kernel.
+    u: the next unit vector, in the shape of the u given (``batch_shape +
+      (fan_out,)``, or the input shape of a convolution), constant for
+      differentiation.
   """
 
   sigma: jax.Array
   u: jax.Array
 
 
-def compute_dtype(dtype) -> jnp.dtype:
-  """float32 for half-precision weights, the weight's dtype when wider."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def _shapes(kernel_shape, layout: ResolvedLayout):
-  batch_shape = tuple(kernel_shape[a] for a in layout.batch_axes)
-  in_shape = tuple(kernel_shape[a] for a in layout.in_axes)
-  out_shape = tuple(kernel_shape[a] for a in layout.out_axes)
-  return batch_shape, in_shape, out_shape
-
-
-def u_shape(kernel_shape, layout: ResolvedLayout) -> tuple[int, ...]:
-  """The shape of the u vector(s) of a kernel: ``batch_shape + (fan_out,)``."""
-  batch_shape, _, out_shape = _shapes(kernel_shape, layout)
-  return batch_shape + (int(np.prod(out_shape, dtype=np.int64)),)
-
-
-class _View(NamedTuple):
-  """How the kernel is contracted: ``'io'``/``'oi'`` on a free reshape to a
-  (batch..., fan_in, fan_out) / (batch..., fan_out, fan_in) matrix, or ``'nd'``
-  on the kernel's own axes (when its input and output axes interleave)."""
-
-  kind: str
-  layout: ResolvedLayout
-  nb: int
-
-
-def _view(kernel, layout: ResolvedLayout):
-  """Returns ``(operand, view)``: the kernel as a matrix when that is a free reshape.
-
-  XLA lowers a matrix-vector product on a rank-2 operand to a plain gemv in
-  either orientation, but canonicalizes a contraction over several axes of a
-  higher-rank kernel by materializing a transposed copy of it (a full extra
-  pass over every conv kernel). A conv kernel's input axes are contiguous, as
-  are its output axes, so the reshape to a matrix is a bitcast.
-  """
-  nb = len(layout.batch_axes)
-  ins, outs = layout.in_axes, layout.out_axes
-
-  def contiguous(axes):
-    return axes == tuple(range(axes[0], axes[0] + len(axes)))
-
-  if layout.batch_axes == tuple(range(nb)) and contiguous(ins) and contiguous(outs):
-    batch_shape = kernel.shape[:nb]
-    fan_in = int(np.prod([kernel.shape[a] for a in ins], dtype=np.int64))
-    fan_out = int(np.prod([kernel.shape[a] for a in outs], dtype=np.int64))
-    if ins[0] < outs[0]:
-      return kernel.reshape(batch_shape + (fan_in, fan_out)), _View('io', layout, nb)
-    return kernel.reshape(batch_shape + (fan_out, fan_in)), _View('oi', layout, nb)
-  return kernel, _View('nd', layout, nb)
-
-
-def _vector_shape(kernel_shape, view: _View, side: str):
-  """The shape vectors take in this view: flat for a matrix view, the kernel's
-  own input / output axes for ``'nd'``."""
-  batch_shape, in_shape, out_shape = _shapes(kernel_shape, view.layout)
-  if view.kind != 'nd':
-    return batch_shape + (int(np.prod(in_shape if side == 'in' else out_shape, dtype=np.int64)),)
-  return batch_shape + (in_shape if side == 'in' else out_shape)
-
-
-def _contract(operand, x, view: _View, side: str):
-  """M u (``side='out'``: x lives on the fan-out side) or M^T v (``side='in'``)."""
-  nb = view.nb
-  batch = (tuple(range(nb)), tuple(range(nb)))
-  if view.kind == 'nd':
-    axes = view.layout.out_axes if side == 'out' else view.layout.in_axes
-    x_axes = tuple(range(nb, nb + len(axes)))
-    return lax.dot_general(operand, x, ((axes, x_axes), (view.layout.batch_axes, tuple(range(nb)))))
-  # The contracted matrix axis: the last one when x lives on that side, else the first.
-  last = (view.kind == 'io') == (side == 'out')
-  if last:
-    return lax.dot_general(operand, x, (((nb + 1,), (nb,)), batch))
-  return lax.dot_general(x, operand, (((nb,), (nb,)), batch))
-
-
-def _matvec(operand, u, view: _View):
-  """M u: returns the fan-in side vector(s)."""
-  return _contract(operand, u, view, 'out')
-
-
-def _rmatvec(operand, v, view: _View):
-  """M^T v: returns the fan-out side vector(s)."""
-  return _contract(operand, v, view, 'in')
-
-
-def _sum_sq(x, nb: int):
-  return jnp.sum(jnp.square(x), axis=tuple(range(nb, x.ndim)))
-
-
-def _expand(s, nb: int, ndim: int):
-  return s.reshape(s.shape + (1,) * (ndim - nb))
+def _prod(shape) -> int:
+  return int(np.prod(shape, dtype=np.int64))
 
 
 def fallback_u(shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
-  """A fixed pseudo-random unit vector (per batch index) used to reseed a u
-  that is zero or non-finite. A compile-time constant: the same on every call,
-  host and device, so that reseeding is deterministic."""
+  """A fixed pseudo-random unit vector per row of ``shape`` (normalized along the last axis).
+
+  Reseeds a u that is zero or non-finite. A compile-time constant: the same on
+  every call, host and device, so that reseeding is deterministic.
+  """
   seed = zlib.crc32(repr(shape).encode())
   x = np.random.default_rng(seed).standard_normal(shape)
   x /= np.linalg.norm(x, axis=-1, keepdims=True)
@@ -160,10 +92,10 @@ class _Rows:
   On XLA:CPU a reduction over more than 32 elements compiles to up to three
   kernels (the elementwise producer, a reduce-window and a reduce), and each
   scalar op on its result to one more; every distinct kernel costs tens of ms
-  of compile time. Stacking the vectors of all layers (zero-padded to a common
-  width) makes one reduction, and one chain of scalar ops, for all of them.
-  Padding is bounded: one matrix when it holds at most 4x the elements (or
-  64k), else one per power-of-two width. A single array is reduced as it is.
+  of compile time. Stacking the vectors of all operators (zero-padded to a
+  common width) makes one reduction, and one chain of scalar ops, for all of
+  them. Padding is bounded: one matrix when it holds at most 4x the elements
+  (or 64k), else one per power-of-two width. A single array is reduced as it is.
 
   Args:
     shapes: per array, ``(batch_shape, width)``: its vectors are the rows of
@@ -172,7 +104,7 @@ class _Rows:
 
   def __init__(self, shapes):
     self.shapes = [(tuple(b), int(w)) for b, w in shapes]
-    self.rows = [int(np.prod(b, dtype=np.int64)) for b, _ in self.shapes]
+    self.rows = [_prod(b) for b, _ in self.shapes]
     widths = [w for _, w in self.shapes]
     actual = sum(r * w for r, w in zip(self.rows, widths, strict=True))
     if sum(self.rows) * max(widths) <= max(4 * actual, 1 << 16):
@@ -230,191 +162,252 @@ class _Rows:
       out[i] = piece.reshape(self.shapes[i][0])
     return out
 
+  def expand(self, vec, like):
+    """``vec``'s entries broadcastable against each array of ``like``."""
+    return [
+      p.reshape(p.shape + (1,) * (x.ndim - len(b)))
+      for p, x, (b, _) in zip(self.parts(vec), like, self.shapes, strict=True)
+    ]
+
+
+def _sum_sq(x, nb: int):
+  return jnp.sum(jnp.square(x), axis=tuple(range(nb, x.ndim)))
+
 
 class _Iteration:
-  """Power iteration on several kernels of one compute dtype, step by step.
+  """Power iteration on several operators of one compute dtype, step by step (see the module docstring)."""
 
-  Per kernel the ops are those of the paper (two mat-vecs on the kernel's
-  matrix view, no transposed copy); the vector norms of all kernels are one
-  reduction per step (:class:`_Rows`) and their scalar maths one op on a
-  vector, so that normalizing many layers compiles few XLA kernels. A vector
-  divided by a norm is multiplied by its reciprocal (what XLA emits for a
-  division by a broadcast scalar anyway).
-  """
-
-  def __init__(self, kernels, us, layouts, cdtype, eps):
-    self.n, self.eps = len(kernels), eps
-    shapes = [_shapes(k.shape, lay) for k, lay in zip(kernels, layouts, strict=True)]
-    self.batch = [b for b, _, _ in shapes]
-    self.nbs = [len(b) for b in self.batch]
-    prod = lambda s: int(np.prod(s, dtype=np.int64))  # noqa: E731
-    self.rows_in = _Rows([(b, prod(i)) for b, i, _ in shapes])
-    self.rows_out = _Rows([(b, prod(o)) for b, _, o in shapes])
-    self.ops, self.views = zip(
-      *[_view(k.astype(cdtype), lay) for k, lay in zip(kernels, layouts, strict=True)], strict=True
-    )
+  def __init__(self, operators: Sequence[Operator], kernels, us, cdtype, eps: float):
+    self.operators, self.n, self.eps = list(operators), len(kernels), eps
+    widths = lambda shape, op: _prod(shape[len(op.batch_shape) :])  # noqa: E731
+    self.rows_u = _Rows([(op.batch_shape, widths(op.domain, op)) for op in self.operators])
+    self.rows_v = _Rows([(op.batch_shape, widths(op.codomain, op)) for op in self.operators])
+    self.ops = [op.operand(k.astype(cdtype)) for op, k in zip(self.operators, kernels, strict=True)]
     self.consts = [lax.stop_gradient(o) for o in self.ops]
     us = [lax.stop_gradient(u).astype(cdtype) for u in us]
     # A u that is zero or non-finite is reseeded with a fixed pseudo-random unit vector.
-    sq = self.rows_out.sum_sq(us)
-    bad = self._expand(~(jnp.isfinite(sq) & (sq > 0)), self.rows_out, us)
-    self.u0 = [
-      jnp.where(bad[i], fallback_u(u.shape, u.dtype), u).reshape(_vector_shape(k.shape, self.views[i], 'out'))
-      for i, (u, k) in enumerate(zip(us, kernels, strict=True))
-    ]
-
-  def _expand(self, vec, rows, like):
-    return [_expand(p, nb, x.ndim) for p, nb, x in zip(rows.parts(vec), self.nbs, like, strict=True)]
+    sq = self.rows_u.sum_sq(us)
+    bad = self.rows_u.expand(~(jnp.isfinite(sq) & (sq > 0)), us)
+    self.u0 = []
+    for i, (u, op) in enumerate(zip(us, self.operators, strict=True)):
+      fallback = fallback_u(op.batch_shape + (self.rows_u.shapes[i][1],), u.dtype).reshape(u.shape)
+      self.u0.append(jnp.where(bad[i], fallback, u).reshape(op.domain))
 
   def v(self, us):
-    """v = M u / max(||M u||, eps), constant for differentiation."""
-    ts = [_matvec(self.consts[i], us[i], self.views[i]) for i in range(self.n)]
-    inv = self._expand(1.0 / jnp.maximum(jnp.sqrt(self.rows_in.sum_sq(ts)), self.eps), self.rows_in, ts)
+    """v = B u / max(||B u||, eps), constant for differentiation."""
+    ts = [op.forward(c, u) for op, c, u in zip(self.operators, self.consts, us, strict=True)]
+    inv = self.rows_v.expand(1.0 / jnp.maximum(jnp.sqrt(self.rows_v.sum_sq(ts)), self.eps), ts)
     return [lax.stop_gradient(t * inv[i]) for i, t in enumerate(ts)]
 
   def unit(self, ws, us):
     """``(u', ok, norm, ||w||^2)``: u' = w / ||w||, or the previous u where ||w|| <= eps (a zero weight)."""
-    sq = self.rows_out.sum_sq(ws)
+    sq = self.rows_u.sum_sq(ws)
     ok = sq > self.eps * self.eps
     # sqrt only where it is safe, so that a zero weight has a zero, not NaN, gradient.
     norm = jnp.sqrt(jnp.where(ok, sq, 1.0))
-    oks, invs = self._expand(ok, self.rows_out, ws), self._expand(1.0 / norm, self.rows_out, ws)
+    oks, invs = self.rows_u.expand(ok, ws), self.rows_u.expand(1.0 / norm, ws)
     return [jnp.where(oks[i], w * invs[i], us[i]) for i, w in enumerate(ws)], ok, norm, sq
 
   def step(self, us):
-    """One power step under stop_gradient: ``(u', ||M^T v||)``."""
+    """One power step under stop_gradient: ``(u', ||B^T v|| per row)``."""
     vs = self.v(us)
-    u_next, _, _, sq = self.unit([_rmatvec(self.consts[i], vs[i], self.views[i]) for i in range(self.n)], us)
+    ws = [op.transpose(c, v) for op, c, v in zip(self.operators, self.consts, vs, strict=True)]
+    u_next, _, _, sq = self.unit(ws, us)
     return u_next, jnp.sqrt(sq)
 
   def iterate(self, us, n_steps: int):
+    """``n_steps`` constant steps: unrolled up to two, a ``lax.fori_loop`` beyond."""
     if n_steps <= 2:
       for _ in range(n_steps):
         us = self.step(us)[0]
       return us
     return list(lax.fori_loop(0, n_steps, lambda _, x: tuple(self.step(list(x))[0]), tuple(us)))
 
+  def converge(self, us, steps_done: int, tol: float, max_iterations: int):
+    """Constant steps in a ``lax.while_loop`` until every sigma's relative change is <= ``tol``
+    (or ``max_iterations`` steps in all)."""
+
+    def cond(carry):
+      i, _, s, s_prev = carry
+      delta = jnp.max(jnp.abs(s - s_prev) / jnp.maximum(s, self.eps))
+      return (i < max_iterations) & (delta > tol)
+
+    def body(carry):
+      i, x, s, _ = carry
+      x_next, s_next = self.step(list(x))
+      return i + 1, tuple(x_next), s_next, s
+
+    first_u, first_s = self.step(us)
+    start = (jnp.asarray(steps_done, jnp.int32), tuple(first_u), first_s, jnp.zeros_like(first_s))
+    return list(lax.while_loop(cond, body, start)[1])
+
   def final(self, us):
-    """The differentiable last step: ``(sigma, u')``, sigma = max(||M^T v||, eps) one per row."""
+    """The differentiable last step: ``(sigma, u')``, sigma = max(||B^T v||, eps) one per row."""
     vs = self.v(us)
-    ws = [_rmatvec(self.ops[i], vs[i], self.views[i]) for i in range(self.n)]
+    ws = [op.transpose(o, v) for op, o, v in zip(self.operators, self.ops, vs, strict=True)]
     u_next, ok, norm, _ = self.unit(ws, us)
-    sigma = jnp.where(ok, norm, self.eps)
-    return sigma, [lax.stop_gradient(u).reshape(b + (-1,)) for u, b in zip(u_next, self.batch, strict=True)]
+    return jnp.where(ok, norm, self.eps), [lax.stop_gradient(u) for u in u_next]
 
 
-# Jitted with its options static, so that an eager call (sn_init, an eager model.init or
-# sn_apply outside jit) compiles the loop once per shape instead of retracing it each call.
-@functools.partial(jax.jit, static_argnames=('layout', 'n_iterations', 'eps', 'tol', 'max_iterations'))
+def run(
+  operators: Sequence[Operator],
+  kernels: Sequence[jax.Array],
+  us: Sequence[jax.Array],
+  options: SNOptions,
+  factor: Callable[[jax.Array], jax.Array] | None = None,
+) -> tuple[list[PowerIterationResult], list[jax.Array] | None]:
+  """Power iteration on every operator together; the driver every snjax caller goes through.
+
+  Args:
+    operators: one :class:`MatrixOperator` / :class:`ConvOperator` per kernel.
+    kernels: the kernels (any floating dtype; iterated in
+      ``compute_dtype(kernel.dtype)``, kernels of each compute dtype together).
+    us: the current u of each kernel, in its operator's ``u_shape``.
+    options: ``n_power_iterations``, ``eps``, ``tol`` and ``max_iterations``
+      are used.
+    factor: optional elementwise function of sigma (e.g. ``target / sigma``),
+      applied once to the sigmas of all kernels of a compute dtype.
+
+  Returns:
+    ``(results, factors)``: a :class:`PowerIterationResult` per kernel (u in
+    its ``u_shape``), and ``factor(sigma)`` per kernel (``None`` without
+    ``factor``).
+  """
+  groups: dict[Any, list[int]] = {}
+  for i, k in enumerate(kernels):
+    groups.setdefault(jnp.dtype(compute_dtype(k.dtype)), []).append(i)
+  results: list[Any] = [None] * len(kernels)
+  factors: list[Any] = [None] * len(kernels)
+  for cdtype, idx in groups.items():
+    it = _Iteration([operators[i] for i in idx], [kernels[i] for i in idx], [us[i] for i in idx], cdtype, options.eps)
+    x = it.iterate(it.u0, options.n_power_iterations - 1)
+    if options.tol is not None:
+      x = it.converge(x, options.n_power_iterations, options.tol, options.max_iterations)
+    sigma, u_next = it.final(x)
+    sigmas = it.rows_u.parts(sigma)
+    scaled = it.rows_u.parts(factor(sigma)) if factor is not None else [None] * len(idx)
+    for j, i in enumerate(idx):
+      results[i] = PowerIterationResult(sigmas[j], u_next[j].reshape(operators[i].u_shape))
+      factors[i] = scaled[j]
+  return results, (factors if factor is not None else None)
+
+
+@functools.partial(jax.jit, static_argnames=('operator', 'options'))
+def _power_iteration(kernel, u, operator: Operator, options: SNOptions) -> PowerIterationResult:
+  return run([operator], [kernel], [u], options)[0][0]
+
+
 def power_iteration(
   kernel: jax.Array,
   u: jax.Array,
-  layout: ResolvedLayout,
+  layout: LayoutSpec | ResolvedLayout | None = None,
   *,
-  n_iterations: int = 1,
+  spec: ConvSpec | None = None,
+  n_power_iterations: int = 1,
   eps: float = 1e-12,
   tol: float | None = None,
   max_iterations: int = 100,
+  n_iterations: int | None = None,
 ) -> PowerIterationResult:
   """Runs power iteration on one kernel and returns sigma and the next u.
 
   Steps 1 .. n-1 are pure iterations under ``stop_gradient`` (a
   ``lax.fori_loop`` when there are more than two); the last step computes
-  ``w = M^T v`` differentiably and sigma = max(||w||, eps). If ``tol`` is
+  ``w = B^T v`` differentiably and sigma = max(||w||, eps). If ``tol`` is
   given, the constant iterations continue in a ``lax.while_loop`` until the
   relative change of sigma is at most ``tol`` or ``max_iterations`` steps ran.
+  Jitted (the operator and options static), so an eager call compiles once
+  per shape.
 
-  Robustness: a u that is zero or non-finite is reseeded with a fixed
-  pseudo-random unit vector; when ``M^T v`` collapses (a zero weight), u is
-  kept rather than zeroed, and sigma is floored by eps, so the result stays
-  finite and normalization resumes as soon as the weight is non-zero again.
+  Two operators (Miyato et al. 2018, https://arxiv.org/abs/1802.05957; Sedghi
+  et al. 2019, https://arxiv.org/abs/1805.10408):
 
-  Computation is in float32 for half-precision kernels.
+  * ``spec=None``: the kernel read through ``layout`` as a stacked
+    ``(batch..., fan_in, fan_out)`` matrix; ``u`` is ``batch_shape + (fan_out,)``
+    and sigma has ``batch_shape``.
+  * ``spec=ConvSpec(...)``: the convolution on one input of
+    ``spec.input_shape``; ``u`` is input-shaped, sigma a scalar, ``layout``
+    ``None``/``'flax'`` (kernel ``(*spatial, in/groups, out)``) or
+    ``'torch'``/``'equinox'`` (``(out, in/groups, *spatial)``).
 
   Args:
-    kernel: the weight, any rank, read through ``layout``.
-    u: the current vector(s), shape ``batch_shape + (fan_out,)``.
-    layout: the kernel's resolved layout.
-    n_iterations: power steps in this call, >= 1.
+    kernel: the weight.
+    u: the current vector(s).
+    layout: the kernel's layout: a preset name, output axes, a
+      :class:`snjax.KernelLayout` or a resolved layout; default: output axis last.
+    spec: the convolution's geometry, for the operator norm of the convolution.
+    n_power_iterations: power steps in this call, >= 1.
     eps: floor of the vector norms and of sigma, > 0.
     tol: optional relative tolerance on sigma for iterating to convergence.
     max_iterations: cap on the steps when ``tol`` is given.
+    n_iterations: deprecated name of ``n_power_iterations``.
 
   Returns:
     A :class:`PowerIterationResult` ``(sigma, u)``.
+
+  Raises:
+    ValueError: bad options, a layout that does not fit the kernel, a spec
+      that does not fit the kernel, or a u of the wrong shape.
   """
-  it = _Iteration([kernel], [u], [layout], compute_dtype(kernel.dtype), eps)
-  us = it.iterate(it.u0, n_iterations - 1)
-  if tol is not None:
-
-    def cond(carry):
-      i, _, s, s_prev = carry
-      delta = jnp.max(jnp.abs(s - s_prev) / jnp.maximum(s, eps))
-      return (i < max_iterations) & (delta > tol)
-
-    def body(carry):
-      i, x, s, _ = carry
-      x_next, s_next = it.step([x])
-      return i + 1, x_next[0], s_next, s
-
-    first_u, first_s = it.step(us)
-    zeros = jnp.zeros_like(first_s)
-    _, x, _, _ = lax.while_loop(cond, body, (jnp.asarray(n_iterations, jnp.int32), first_u[0], first_s, zeros))
-    us = [x]
-  sigma, u_next = it.final(us)
-  return PowerIterationResult(it.rows_out.parts(sigma)[0], u_next[0])
+  if n_iterations is not None:
+    warnings.warn(
+      'power_iteration(n_iterations=...) is deprecated; use n_power_iterations=...', DeprecationWarning, stacklevel=2
+    )
+    n_power_iterations = n_iterations
+  options = SNOptions(n_power_iterations=n_power_iterations, eps=eps, tol=tol, max_iterations=max_iterations)
+  operator = make_operator('power_iteration', kernel, layout, spec)
+  if tuple(u.shape) != tuple(operator.u_shape):
+    raise ValueError(f'power_iteration: u has shape {tuple(u.shape)}, expected {tuple(operator.u_shape)}.')
+  return _power_iteration(kernel, u, operator, options)
 
 
-@functools.partial(jax.jit, static_argnames=('layouts', 'n_iterations', 'eps', 'target_norm'))
-def normalize_many(kernels, us, layouts, *, n_iterations: int = 1, eps: float = 1e-12, target_norm: float = 1.0):
-  """:func:`power_iteration` and :func:`scale_kernel` on several kernels at once.
+def make_operator(path: str, kernel: Any, layout: Any, spec: ConvSpec | None) -> Operator:
+  """The operator of one kernel: its matrix through ``layout``, or its convolution when ``spec`` is given.
 
-  Computes, for each kernel, what ``power_iteration(kernel, u, layout,
-  n_iterations=n_iterations, eps=eps)`` followed by ``scale_kernel(kernel,
-  target_norm / sigma, layout)`` computes, with the same ops per kernel, but
-  with the vector norms and the scalar maths (reseeding checks, sigma, the
-  factor and, in the backward pass, their derivatives) of all kernels batched
-  into one reduction and one op per step: a jitted train step normalizing
-  many layers compiles far fewer XLA kernels (the CNN critic: 162 -> about
-  70 extra kernels). Equal to the per-kernel calls up to float rounding (the
-  order of the sums).
-
-  Args:
-    kernels: a sequence of kernels.
-    us: their u vectors, ``batch_shape + (fan_out,)`` each.
-    layouts: their resolved layouts (a tuple, static).
-    n_iterations: power steps, >= 1.
-    eps: floor of the vector norms and of sigma, > 0.
-    target_norm: the spectral norm of each normalized kernel.
-
-  Returns:
-    ``(scaled, results)``: the normalized kernels (each in its own dtype) and
-    a :class:`PowerIterationResult` per kernel.
+  Raises:
+    ValueError: a layout or spec that does not fit the kernel (the message names ``path``).
   """
-  kernels, us = list(kernels), list(us)
-  groups: dict = {}
-  for i, k in enumerate(kernels):
-    groups.setdefault(jnp.dtype(compute_dtype(k.dtype)), []).append(i)
-  scaled, results = [None] * len(kernels), [None] * len(kernels)
-  for cdtype, idx in groups.items():
-    it = _Iteration([kernels[i] for i in idx], [us[i] for i in idx], [layouts[i] for i in idx], cdtype, eps)
-    sigma, u_next = it.final(it.iterate(it.u0, n_iterations - 1))
-    sigmas, factors = it.rows_out.parts(sigma), it.rows_out.parts(target_norm / sigma)
-    for j, i in enumerate(idx):
-      results[i] = PowerIterationResult(sigmas[j], u_next[j])
-      scaled[i] = scale_kernel(kernels[i], factors[j], layouts[i])
-  return scaled, results
+  lay = layout if isinstance(layout, ResolvedLayout) else resolve_layout(layout, path, kernel)
+  if spec is None:
+    return matrix_operator(tuple(kernel.shape), lay)
+  torch_layout = conv_layout_is_torch(path, kernel.ndim, lay.out_axes, lay.batch_axes)
+  return conv_operator(tuple(kernel.shape), spec, torch_layout=torch_layout, where=path)
 
 
-def scale_kernel(kernel: jax.Array, factor: jax.Array, layout: ResolvedLayout):
-  """Returns ``kernel * factor`` (factor per batch index), in the kernel's dtype.
+def u_shape(kernel_shape, layout: ResolvedLayout) -> tuple[int, ...]:
+  """The shape of the u vector(s) of a kernel read as a matrix: ``batch_shape + (fan_out,)``."""
+  return matrix_operator(tuple(kernel_shape), layout).u_shape
 
-  The product is formed in the compute dtype (float32 for half precision)
-  and cast back once.
+
+def conv_power_iteration(
+  kernel: jax.Array,
+  u: jax.Array,
+  spec: ConvSpec,
+  *,
+  n_iterations: int = 1,
+  eps: float = 1e-12,
+  tol: float | None = None,
+  max_iterations: int = 100,
+  torch_layout: bool = False,
+) -> PowerIterationResult:
+  """Deprecated: ``snjax.power_iteration(kernel, u, layout, spec=spec, n_power_iterations=...)``.
+
+  Power iteration on the convolution ``spec`` describes (``layout='torch'``
+  for a kernel in PyTorch layout); kept for one release.
   """
-  cdtype = compute_dtype(kernel.dtype)
-  f = factor.astype(cdtype)
-  shape = [1] * kernel.ndim
-  for a in layout.batch_axes:
-    shape[a] = kernel.shape[a]
-  return (kernel.astype(cdtype) * f.reshape(shape)).astype(kernel.dtype)
+  warnings.warn(
+    'snjax.conv_power_iteration is deprecated; use snjax.power_iteration(kernel, u, spec=spec, '
+    "n_power_iterations=...) (layout='torch' for a PyTorch-layout kernel).",
+    DeprecationWarning,
+    stacklevel=2,
+  )
+  return power_iteration(
+    kernel,
+    u,
+    'torch' if torch_layout else None,
+    spec=spec,
+    n_power_iterations=n_iterations,
+    eps=eps,
+    tol=tol,
+    max_iterations=max_iterations,
+  )

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 
 Selector = Callable[[str, Any], bool]
 
-_BIAS = re.compile(r'(?i)^(b|bias(es)?|.*_bias(es)?|bias_.*)$')
-_EMBEDDING = re.compile(r'(?i)^(.*embed(ding)?s?)(_\d+)?$|^(wte|wpe)$')
+BIAS = re.compile(r'(?i)^(b|bias(es)?|.*_bias(es)?|bias_.*)$')
+EMBEDDING = re.compile(r'(?i)^(.*embed(ding)?s?)(_\d+)?$|^(wte|wpe)$')
 
 
 def key_str(key: Any) -> str:
@@ -54,9 +54,9 @@ def default_rule(keys: tuple[str, ...], leaf: Any) -> bool:
     return False
   if not jnp.issubdtype(leaf.dtype, jnp.floating):
     return False
-  if keys and _BIAS.match(keys[-1]):
+  if keys and BIAS.match(keys[-1]):
     return False
-  return not any(_EMBEDDING.match(k) for k in keys)
+  return not any(EMBEDDING.match(k) for k in keys)
 
 
 def _matcher(option, name: str) -> Selector | None:

@@ -14,13 +14,16 @@ materializing ``W / sigma`` (one pass over W fewer; sigma is a scalar).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
+from snjax import _leaf
 from snjax._layout import KernelLayout, LayoutOption, ResolvedLayout, resolve_layout
-from snjax._selection import _BIAS, is_array, path_str
+from snjax._operators import ConvOperator
+from snjax._selection import BIAS, is_array, path_str
 
 
 def _linear_layer_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
@@ -59,13 +62,14 @@ def matrix_keys(
   for k, leaf in flat:
     if not is_array(leaf) or leaf.ndim < 2 or not jnp.issubdtype(leaf.dtype, jnp.floating):
       continue
-    if _BIAS.match(k[-1]):  # a bias (ConvLocal's is 3-D) is not a linear map of the input
+    if BIAS.match(k[-1]):  # a bias (ConvLocal's is 3-D) is not a linear map of the input
       continue
     if leaf.ndim > 2 and error_on_non_matrix:
+      # flax's own sentence first, so that code matching flax.linen.SpectralNorm's error keeps working.
       raise ValueError(
-        f'SpectralNorm({layer_name}): parameter {path_str(k)!r} has shape {tuple(leaf.shape)} '
-        f'({leaf.ndim}-D) but error_on_non_matrix=True; pass error_on_non_matrix=False to read it as '
-        'a (fan_in, fan_out) matrix through its layout.'
+        f'Input is {leaf.ndim}D but error_on_non_matrix is True. SpectralNorm({layer_name}): parameter '
+        f'{path_str(k)!r} has shape {tuple(leaf.shape)}; pass error_on_non_matrix=False to read it as a '
+        '(fan_in, fan_out) matrix through its layout.'
       )
     keys.append(k)
   if not keys and error_on_non_matrix:
@@ -176,3 +180,78 @@ def fast_path_applies(
   if list(selected) != [('kernel',)] or not set(all_keys) <= {('kernel',), ('bias',)}:
     return False
   return not layouts[0].batch_axes
+
+
+def stored_u_shape(leaf: _leaf.Leaf) -> tuple[int, ...]:
+  """The shape a wrapper stores u in: flax's ``batch + (1, fan_out)`` for a matrix, the input shape for a conv."""
+  if isinstance(leaf.operator, ConvOperator):
+    return leaf.u_shape
+  return leaf.u_shape[:-1] + (1, leaf.u_shape[-1])
+
+
+def normalize_layer(
+  layer: Any,
+  values: dict[tuple, Any],
+  leaves: dict[tuple, _leaf.Leaf],
+  layouts: Sequence[ResolvedLayout],
+  sigma_of: Callable[[tuple, Any, _leaf.Leaf], Any],
+  *,
+  target_norm: float,
+  dtype: Any,
+  fast_path: bool | None,
+  layer_name: str,
+) -> tuple[dict[tuple, Any], Any]:
+  """The params a wrapped layer runs on, and the output scale of the fast path (or ``None``).
+
+  Each selected kernel ``W`` becomes ``target_norm * W / sigma`` (``sigma_of``
+  reads or updates the wrapper's own state), unless the fast path applies:
+  then the layer runs on the raw kernel, its bias divided by the factor, and
+  the caller multiplies the output by the returned scale.
+
+  Args:
+    layer: the wrapped layer.
+    values: ``{keys: value}`` of all its params.
+    leaves: ``{keys: Leaf}`` of the selected kernels, in order.
+    layouts: their resolved layouts (the fast path needs one matrix per kernel).
+    sigma_of: ``(keys, kernel, leaf) -> sigma`` (differentiable in training).
+    target_norm: the spectral norm of each normalized kernel.
+    dtype: if set, the kernels the layer sees are cast to it.
+    fast_path: ``None`` (when exact), ``False`` (never), ``True`` (required).
+    layer_name: for messages.
+
+  Returns:
+    ``(new_values, scale)``: the params the layer runs on, and the factor to
+    multiply its output by (``None`` off the fast path).
+
+  Raises:
+    ValueError: ``fast_path=True`` where the fast path does not apply.
+  """
+  fast = fast_path is not False and fast_path_applies(layer, list(values), list(leaves), layouts)
+  if fast_path and not fast:
+    raise ValueError(
+      f'SpectralNorm({layer_name}): fast_path=True but the fast path does not apply to a '
+      f'{type(layer).__name__} with params {[path_str(k) for k in values]} '
+      '(it needs a plain Dense/DenseGeneral/Conv/ConvTranspose/ConvLocal/Einsum with one kernel and no '
+      'batch axes); pass fast_path=None.'
+    )
+  new, scale = dict(values), None
+  for keys, leaf in leaves.items():
+    kernel = values[keys]
+    factor = target_norm / sigma_of(keys, kernel, leaf)
+    if fast:
+      scale, new[keys] = factor, kernel
+    else:
+      new[keys] = _leaf.scale(kernel, factor, leaf)
+    if dtype is not None:
+      new[keys] = new[keys].astype(dtype)
+  bias = new.get(('bias',))
+  if fast and bias is not None:
+    new[('bias',)] = (bias.astype(scale.dtype) / scale).astype(dtype or bias.dtype)
+  return new, scale
+
+
+def scale_output(y: Any, scale: Any) -> Any:
+  """The layer's output times the fast path's scale (every array of it), or ``y`` when there is none."""
+  if scale is None:
+    return y
+  return jax.tree_util.tree_map(lambda t: t * scale.astype(t.dtype), y)

@@ -5,7 +5,7 @@ of ``flax.linen.SpectralNorm`` and keeps its state where flax keeps it (the
 ``batch_stats`` collection, names ``'<layer>/<param path>/u'`` and
 ``'.../sigma'``, u of shape ``(1, fan_out)``), so changing the import is the
 whole migration, and a flax checkpoint loads as is. The maths is the
-functional core's (:func:`snjax.power.power_iteration`); this module only
+functional core's (:func:`snjax.power_iteration`); this module only
 places the state in the collection and picks the fast path
 (:mod:`snjax.wrapping`).
 
@@ -15,7 +15,6 @@ Networks" (https://arxiv.org/abs/1802.05957).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -26,10 +25,12 @@ import jax.numpy as jnp
 from flax.core import meta
 from flax.typing import Dtype, Initializer, PaddingLike, PrecisionLike
 
-from snjax import _conv as conv_lib
-from snjax import _power as power
+from snjax import _leaf
 from snjax import _wrapping as wrapping
-from snjax._layout import LayoutOption, ResolvedLayout
+from snjax._conv import ConvSpec
+from snjax._layout import LayoutOption
+from snjax._operators import compute_dtype
+from snjax._options import SNOptions, check_float, check_int
 from snjax._selection import path_keys, path_str
 
 
@@ -102,8 +103,9 @@ class SpectralNorm(nn.Module):
       e.g. ``'kernel'``).
     fast_path: ``None`` (use it when exact), ``False`` (always materialize
       ``W / sigma``), ``True`` (require it: error if it does not apply).
-    n_warmup_steps: power steps when the state is created (>= 0).
-    eps: an alias of ``epsilon`` (the functional core's name); wins when set.
+    n_warmup_iterations: power steps when the state is created (>= 0).
+    eps: deprecated alias of ``epsilon``.
+    n_warmup_steps: deprecated name of ``n_warmup_iterations``.
     conv_operator_norm: for a wrapped ``nn.Conv``: normalize by the operator
       norm of the convolution on the call's input size (power iteration on
       the conv and its transpose, :mod:`snjax.conv`; u is input-shaped)
@@ -120,13 +122,27 @@ class SpectralNorm(nn.Module):
   target_norm: float = 1.0
   layout: LayoutOption = None
   fast_path: bool | None = None
-  n_warmup_steps: int = 15
-  eps: float | None = None
+  n_warmup_iterations: int = 15
   conv_operator_norm: bool = False
+  eps: float | None = None
+  n_warmup_steps: int | None = None
 
-  @property
-  def _eps(self) -> float:
-    return self.epsilon if self.eps is None else self.eps
+  def _options(self) -> SNOptions:
+    """The numeric options, checked (deprecated aliases applied with a warning)."""
+    epsilon, warmup = self.epsilon, self.n_warmup_iterations
+    if self.eps is not None:
+      warnings.warn("SpectralNorm(eps=...) is deprecated; use epsilon=... (flax's name).", DeprecationWarning, 3)
+      epsilon = self.eps
+    if self.n_warmup_steps is not None:
+      warnings.warn(
+        'SpectralNorm(n_warmup_steps=...) is deprecated; use n_warmup_iterations=...', DeprecationWarning, 3
+      )
+      warmup = self.n_warmup_steps
+    check_int('n_steps', self.n_steps, 1)
+    check_float('epsilon', epsilon, minimum=0.0)
+    return SNOptions(
+      n_power_iterations=self.n_steps, n_warmup_iterations=warmup, eps=epsilon, target_norm=self.target_norm
+    )
 
   @nn.compact
   def __call__(self, *args, update_stats: bool, **kwargs):
@@ -147,7 +163,7 @@ class SpectralNorm(nn.Module):
         (``error_on_non_matrix``), ``fast_path=True`` where it does not apply,
         or bad options.
     """
-    self._check()
+    options = self._options()
     if update_stats and not self.is_mutable_collection(self.collection_name):
       raise ValueError(
         f'SpectralNorm({self.layer_instance.name}) was called with update_stats=True but the '
@@ -156,13 +172,13 @@ class SpectralNorm(nn.Module):
         f'mutable=[{self.collection_name!r}])), or update_stats=False to evaluate.'
       )
     einsum_str = kwargs.get('einsum_str', args[1] if len(args) > 1 and isinstance(args[1], str) else None)
-    scratch: dict[str, Any] = {}
-
     conv_spec = self._conv_spec(args, kwargs) if self.conv_operator_norm else None
+    scratch: dict[str, Any] = {}
 
     def normalize(variables):
       scratch['raw'] = variables
-      out, scratch['scale'] = self._normalize_params(variables.get('params', {}), update_stats, einsum_str, conv_spec)
+      params = variables.get('params', {})
+      out, scratch['scale'] = self._normalize_params(params, update_stats, einsum_str, conv_spec, options)
       return {**variables, 'params': out}
 
     def restore(variables):
@@ -176,21 +192,9 @@ class SpectralNorm(nn.Module):
       trans_out_fn=restore,
       init=self.is_initializing(),
     )(self.layer_instance)
-    scale = scratch.get('scale')
-    if scale is None:
-      return y
-    return jax.tree_util.tree_map(lambda t: t * scale.astype(t.dtype), y)
+    return wrapping.scale_output(y, scratch.get('scale'))
 
-  def _check(self):
-    for name in ('n_steps', 'n_warmup_steps'):
-      value, low = getattr(self, name), 1 if name == 'n_steps' else 0
-      if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f'{name} must be an int >= {low}, got {value!r}.')
-    for name, value in (('epsilon', self._eps), ('target_norm', self.target_norm)):
-      if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f'{name} must be a finite float > 0, got {value!r}.')
-
-  def _conv_spec(self, args, kwargs) -> conv_lib.ConvSpec:
+  def _conv_spec(self, args, kwargs) -> ConvSpec:
     """The :class:`snjax.ConvSpec` of the wrapped ``nn.Conv`` on this call's input."""
     layer = self.layer_instance
     x = args[0] if args else kwargs.get('inputs')
@@ -200,7 +204,7 @@ class SpectralNorm(nn.Module):
         f'input array, got a {type(layer).__name__}.'
       )
     ks = (layer.kernel_size,) if isinstance(layer.kernel_size, int) else tuple(layer.kernel_size)
-    return conv_lib.ConvSpec(
+    return ConvSpec(
       input_shape=tuple(x.shape[-(len(ks) + 1) :]),
       strides=1 if layer.strides is None else layer.strides,
       padding=layer.padding,
@@ -209,40 +213,12 @@ class SpectralNorm(nn.Module):
       feature_group_count=layer.feature_group_count,
     )
 
-  def _conv_sigma(self, name: str, kernel: jax.Array, update_stats: bool, spec: conv_lib.ConvSpec) -> jax.Array:
-    """sigma of a conv kernel as an operator: ``name + '/u'`` is input-shaped, ``name + '/sigma'`` a scalar."""
-    col, sdtype = self.collection_name, power.compute_dtype(self.param_dtype)
-    u_name, sigma_name = name + '/u', name + '/sigma'
-    stored = self.has_variable(col, u_name) and self.has_variable(col, sigma_name)
-    if not stored and not self.is_mutable_collection(col):
-      raise ValueError(f'SpectralNorm: no {u_name!r} / {sigma_name!r} in the {col!r} collection.')
-    u0 = s0 = None
-    if not stored:
-      u0 = conv_lib.random_unit_input(self.make_rng('params'), spec.input_shape, sdtype)
-      warm = conv_lib.conv_power_iteration(
-        jax.lax.stop_gradient(kernel), u0, spec, n_iterations=max(self.n_warmup_steps, 1), eps=self._eps
-      )
-      u0, s0 = (warm.u if self.n_warmup_steps else u0), warm.sigma
-    u_var = self.variable(col, u_name, lambda: u0.astype(sdtype))
-    sigma_var = self.variable(col, sigma_name, lambda: s0.astype(sdtype))
-    if tuple(u_var.value.shape) != tuple(spec.input_shape):
-      raise ValueError(
-        f'SpectralNorm: {col!r} holds {u_name!r} of shape {tuple(u_var.value.shape)}; expected the input shape '
-        f'{tuple(spec.input_shape)} (conv_operator_norm=True). Was the state made for another input size?'
-      )
-    if not update_stats:
-      return jax.lax.stop_gradient(jnp.asarray(sigma_var.value))
-    res = conv_lib.conv_power_iteration(kernel, u_var.value, spec, n_iterations=self.n_steps, eps=self._eps)
-    u_var.value = res.u.astype(sdtype)
-    sigma_var.value = jax.lax.stop_gradient(res.sigma).astype(sdtype)
-    return res.sigma
-
-  def _normalize_params(self, params, update_stats: bool, einsum_str: str | None, conv_spec=None):
+  def _normalize_params(self, params, update_stats: bool, einsum_str, conv_spec, options: SNOptions):
     """The params the layer sees, and the output scale of the fast path (or None)."""
     name = self.layer_instance.name
     flat, treedef = _flatten_boxed(params)
-    values = [(k, _unbox(leaf)) for k, leaf in flat]
-    selected = wrapping.matrix_keys(values, error_on_non_matrix=self.error_on_non_matrix, layer_name=name)
+    values = {k: _unbox(leaf) for k, leaf in flat}
+    selected = wrapping.matrix_keys(list(values.items()), error_on_non_matrix=self.error_on_non_matrix, layer_name=name)
     if not selected:
       warnings.warn(
         f'SpectralNorm({name}): the wrapped layer has no floating parameter with ndim >= 2; its output is '
@@ -250,52 +226,40 @@ class SpectralNorm(nn.Module):
         stacklevel=2,
       )
       return params, None
-    value_of = dict(values)
-    layouts = [wrapping.layer_layout(self.layer_instance, self.layout, k, value_of[k], einsum_str) for k in selected]
-    fast = self.fast_path is not False and wrapping.fast_path_applies(
-      self.layer_instance, list(value_of), selected, layouts
+    layouts = [wrapping.layer_layout(self.layer_instance, self.layout, k, values[k], einsum_str) for k in selected]
+    leaves = {
+      k: _leaf.plan(f'{name}/{path_str(k)}', values[k], lay, conv_spec if k == ('kernel',) else None)
+      for k, lay in zip(selected, layouts, strict=True)
+    }
+
+    def sigma_of(keys, kernel, leaf):
+      return self._sigma(leaf, kernel, update_stats, options)
+
+    new, scale = wrapping.normalize_layer(
+      self.layer_instance,
+      values,
+      leaves,
+      layouts,
+      sigma_of,
+      target_norm=options.target_norm,
+      dtype=self.dtype,
+      fast_path=self.fast_path,
+      layer_name=name,
     )
-    if self.fast_path and not fast:
-      raise ValueError(
-        f'SpectralNorm({name}): fast_path=True but the fast path does not apply to a '
-        f'{type(self.layer_instance).__name__} with params {[path_str(k) for k in value_of]} '
-        '(it needs a plain Dense/DenseGeneral/Conv/ConvTranspose/ConvLocal/Einsum with one kernel and no '
-        'batch axes); pass fast_path=None.'
-      )
-    new = dict(value_of)
-    scale = None
-    for keys, lay in zip(selected, layouts, strict=True):
-      kernel = value_of[keys]
-      if conv_spec is not None and keys == ('kernel',):
-        sigma = self._conv_sigma(f'{name}/{path_str(keys)}', kernel, update_stats, conv_spec)
-      else:
-        sigma = self._sigma(f'{name}/{path_str(keys)}', kernel, lay, update_stats)
-      factor = self.target_norm / sigma
-      if fast:
-        scale = factor
-        new[keys] = kernel
-      else:
-        new[keys] = power.scale_kernel(kernel, factor, lay)
-      if self.dtype is not None:
-        new[keys] = new[keys].astype(self.dtype)
-    if fast and ('bias',) in new and new[('bias',)] is not None:
-      b = new[('bias',)]
-      new[('bias',)] = (b.astype(scale.dtype) / scale).astype(self.dtype or b.dtype)
-    leaves = [_rebox(leaf, new[k]) for k, leaf in flat]
-    return jax.tree_util.tree_unflatten(treedef, leaves), scale
+    leaves_out = [_rebox(leaf, new[k]) for k, leaf in flat]
+    return jax.tree_util.tree_unflatten(treedef, leaves_out), scale
 
-  def _sigma(self, name: str, kernel: jax.Array, lay: ResolvedLayout, update_stats: bool) -> jax.Array:
-    """sigma of one kernel: a power step from the stored u (training) or the stored sigma.
+  def _sigma(self, leaf: _leaf.Leaf, kernel: jax.Array, update_stats: bool, options: SNOptions) -> jax.Array:
+    """sigma of one kernel: power steps from the stored u (training) or the stored sigma (evaluation).
 
-    The state lives in ``collection_name`` as ``name + '/u'`` (shape
-    ``batch + (1, fan_out)``) and ``name + '/sigma'`` (shape ``batch``).
-    A subclass may override this to estimate sigma differently.
+    The state lives in ``collection_name`` as ``leaf.path + '/u'`` (flax's
+    shape ``batch + (1, fan_out)``, or the input shape in conv mode) and
+    ``leaf.path + '/sigma'`` (shape ``batch``). A subclass may override this
+    to estimate sigma differently.
     """
-    u_shape = power.u_shape(kernel.shape, lay)
-    stored_u_shape = u_shape[:-1] + (1, u_shape[-1])
-    sdtype = power.compute_dtype(self.param_dtype)
-    u_name, sigma_name = name + '/u', name + '/sigma'
-    col = self.collection_name
+    col, sdtype = self.collection_name, compute_dtype(self.param_dtype)
+    stored = wrapping.stored_u_shape(leaf)
+    u_name, sigma_name = leaf.path + '/u', leaf.path + '/sigma'
     if self.has_variable(col, u_name) and self.has_variable(col, sigma_name):
       u_var, sigma_var = self.variable(col, u_name), self.variable(col, sigma_name)
     else:
@@ -304,23 +268,19 @@ class SpectralNorm(nn.Module):
           f'SpectralNorm: no {u_name!r} / {sigma_name!r} in the {col!r} collection. Pass the whole '
           f"variables of model.init (including {col!r}) to apply, not only 'params'."
         )
-      u0 = jax.random.normal(self.make_rng('params'), u_shape, sdtype)
-      warm = power.power_iteration(
-        jax.lax.stop_gradient(kernel), u0, lay, n_iterations=max(self.n_warmup_steps, 1), eps=self._eps
-      )
-      u_init = warm.u if self.n_warmup_steps else u0
-      u_var = self.variable(col, u_name, lambda: u_init.reshape(stored_u_shape).astype(sdtype))
-      sigma_var = self.variable(col, sigma_name, lambda: warm.sigma.astype(sdtype))
-    if tuple(u_var.value.shape) != stored_u_shape or tuple(jnp.shape(sigma_var.value)) != stored_u_shape[:-2]:
+      ((u0, s0),) = _leaf.init_states([self.make_rng('params')], [jax.lax.stop_gradient(kernel)], [leaf], options)
+      u_var = self.variable(col, u_name, lambda: u0.reshape(stored).astype(sdtype))
+      sigma_var = self.variable(col, sigma_name, lambda: s0.astype(sdtype))
+    if tuple(u_var.value.shape) != stored or tuple(jnp.shape(sigma_var.value)) != leaf.sigma_shape:
       raise ValueError(
         f'SpectralNorm: {col!r} holds {u_name!r} of shape {tuple(u_var.value.shape)} and {sigma_name!r} '
-        f'of shape {tuple(jnp.shape(sigma_var.value))}; expected {stored_u_shape} and '
-        f'{stored_u_shape[:-2]} for a kernel of shape {tuple(kernel.shape)}. Was the state made for another model?'
+        f'of shape {tuple(jnp.shape(sigma_var.value))}; expected {stored} and {leaf.sigma_shape} for a kernel '
+        f'of shape {tuple(kernel.shape)}. Was the state made for another model or input size?'
       )
     if not update_stats:
       return jax.lax.stop_gradient(jnp.asarray(sigma_var.value))
-    res = power.power_iteration(kernel, u_var.value.reshape(u_shape), lay, n_iterations=self.n_steps, eps=self._eps)
-    u_var.value = res.u.reshape(stored_u_shape).astype(sdtype)
+    (res,) = _leaf.estimate([kernel], [u_var.value.reshape(leaf.u_shape)], [leaf], options)
+    u_var.value = res.u.reshape(stored).astype(sdtype)
     sigma_var.value = jax.lax.stop_gradient(res.sigma).astype(sdtype)
     return res.sigma
 

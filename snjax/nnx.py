@@ -25,7 +25,7 @@ Networks" (https://arxiv.org/abs/1802.05957).
 
 from __future__ import annotations
 
-import math
+import warnings
 from typing import Any
 
 import jax
@@ -33,9 +33,11 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype
 
-from snjax import _power as power
+from snjax import _leaf
 from snjax import _wrapping as wrapping
-from snjax._layout import LayoutOption, ResolvedLayout
+from snjax._layout import LayoutOption
+from snjax._operators import compute_dtype
+from snjax._options import SNOptions, check_float, check_int
 from snjax._selection import path_str
 
 
@@ -85,8 +87,9 @@ class SpectralNorm(nnx.Module):
       or a layout option of :func:`snjax.sn_apply`.
     fast_path: ``None`` (output scaling when exact), ``False`` (always
       materialize ``W / sigma``), ``True`` (require it).
-    n_warmup_steps: power steps at construction (>= 0).
-    eps: an alias of ``epsilon`` (the functional core's name); wins when set.
+    n_warmup_iterations: power steps at construction (>= 0).
+    eps: deprecated alias of ``epsilon``.
+    n_warmup_steps: deprecated name of ``n_warmup_iterations``.
 
   Raises:
     ValueError: bad options; a layer without a matrix parameter with
@@ -107,16 +110,23 @@ class SpectralNorm(nnx.Module):
     target_norm: float = 1.0,
     layout: LayoutOption = None,
     fast_path: bool | None = None,
-    n_warmup_steps: int = 15,
+    n_warmup_iterations: int = 15,
     eps: float | None = None,
+    n_warmup_steps: int | None = None,
   ):
-    epsilon = epsilon if eps is None else eps
-    for name, value, low in (('n_steps', n_steps, 1), ('n_warmup_steps', n_warmup_steps, 0)):
-      if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f'{name} must be an int >= {low}, got {value!r}.')
-    for name, value in (('epsilon', epsilon), ('target_norm', target_norm)):
-      if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f'{name} must be a finite float > 0, got {value!r}.')
+    if eps is not None:
+      warnings.warn("SpectralNorm(eps=...) is deprecated; use epsilon=... (flax's name).", DeprecationWarning, 2)
+      epsilon = eps
+    if n_warmup_steps is not None:
+      warnings.warn(
+        'SpectralNorm(n_warmup_steps=...) is deprecated; use n_warmup_iterations=...', DeprecationWarning, 2
+      )
+      n_warmup_iterations = n_warmup_steps
+    check_int('n_steps', n_steps, 1)
+    check_float('epsilon', epsilon, minimum=0.0)
+    self.options = SNOptions(
+      n_power_iterations=n_steps, n_warmup_iterations=n_warmup_iterations, eps=epsilon, target_norm=target_norm
+    )
     self.layer_instance = layer_instance
     self.n_steps = n_steps
     self.epsilon = epsilon
@@ -129,37 +139,37 @@ class SpectralNorm(nnx.Module):
     self.fast_path = fast_path
 
     flat = self._flat_params()
-    selected = self._selected(flat)
-    sdtype = power.compute_dtype(param_dtype)
+    leaves = self._leaves(flat, None)
+    keys = [rngs.params() for _ in leaves]
+    kernels = [jax.lax.stop_gradient(dict(flat)[k]) for k in leaves]
+    sdtype = compute_dtype(param_dtype)
     stats = {}
-    for keys, lay in zip(selected, self._layouts(flat, selected, None), strict=True):
-      kernel = jax.lax.stop_gradient(dict(flat)[keys])
-      shape = power.u_shape(kernel.shape, lay)
-      u0 = jax.random.normal(rngs.params(), shape, sdtype)
-      warm = power.power_iteration(kernel, u0, lay, n_iterations=max(n_warmup_steps, 1), eps=epsilon)
-      u = warm.u if n_warmup_steps else u0
-      stats[keys + ('u',)] = SpectralNormState(u.reshape(shape[:-1] + (1, shape[-1])).astype(sdtype))
-      stats[keys + ('sigma',)] = SpectralNormState(warm.sigma.astype(sdtype))
+    for (k, leaf), (u, sigma) in zip(
+      leaves.items(), _leaf.init_states(keys, kernels, list(leaves.values()), self.options), strict=True
+    ):
+      stats[k + ('u',)] = SpectralNormState(u.reshape(wrapping.stored_u_shape(leaf)).astype(sdtype))
+      stats[k + ('sigma',)] = SpectralNormState(sigma.astype(sdtype))
     self.batch_stats = nnx.data(stats)
 
   def _flat_params(self) -> list[tuple[tuple[Any, ...], jax.Array]]:
     return [(tuple(path), var[...]) for path, var in nnx.to_flat_state(nnx.state(self.layer_instance, nnx.Param))]
 
-  def _selected(self, flat):
+  def _leaves(self, flat, einsum_str) -> dict[tuple, _leaf.Leaf]:
+    """The selected kernels' plans (keys as in the layer's flat state), in order."""
     str_flat = [(tuple(str(k) for k in keys), leaf) for keys, leaf in flat]
     chosen = set(
       wrapping.matrix_keys(
         str_flat, error_on_non_matrix=self.error_on_non_matrix, layer_name=type(self.layer_instance).__name__
       )
     )
-    return [keys for keys, _ in flat if tuple(str(k) for k in keys) in chosen]
-
-  def _layouts(self, flat, selected, einsum_str) -> list[ResolvedLayout]:
     values = dict(flat)
-    return [
-      wrapping.layer_layout(self.layer_instance, self.layout, tuple(str(k) for k in keys), values[keys], einsum_str)
-      for keys in selected
-    ]
+    out = {}
+    for keys, _ in flat:
+      str_keys = tuple(str(k) for k in keys)
+      if str_keys in chosen:
+        lay = wrapping.layer_layout(self.layer_instance, self.layout, str_keys, values[keys], einsum_str)
+        out[keys] = _leaf.plan(path_str(str_keys), values[keys], lay)
+    return out
 
   def __call__(self, *args, update_stats: bool | None = None, **kwargs):
     """Runs the wrapped layer with spectrally normalized weights.
@@ -177,46 +187,35 @@ class SpectralNorm(nnx.Module):
     if update_stats is None:
       update_stats = not self.use_running_average
     flat = self._flat_params()
-    selected = self._selected(flat)
-    if not selected:
-      import warnings
-
+    einsum_str = kwargs.get('einsum_str', args[1] if len(args) > 1 and isinstance(args[1], str) else None)
+    leaves = self._leaves(flat, einsum_str)
+    if not leaves:
       warnings.warn(
         f'SpectralNorm({type(self.layer_instance).__name__}): the wrapped layer has no floating parameter with '
         'ndim >= 2; its output is not normalized.',
         stacklevel=2,
       )
       return self.layer_instance(*args, **kwargs)
-    einsum_str = kwargs.get('einsum_str', args[1] if len(args) > 1 and isinstance(args[1], str) else None)
-    layouts = self._layouts(flat, selected, einsum_str)
-    str_keys = [tuple(str(k) for k in keys) for keys, _ in flat]
-    fast = self.fast_path is not False and wrapping.fast_path_applies(
-      self.layer_instance, str_keys, [tuple(str(k) for k in keys) for keys in selected], layouts
+    str_values = {tuple(str(k) for k in keys): v for keys, v in flat}
+    str_leaves = {tuple(str(k) for k in keys): leaf for keys, leaf in leaves.items()}
+    by_str = {tuple(str(k) for k in keys): keys for keys in leaves}
+
+    def sigma_of(str_keys, kernel, leaf):
+      return self._sigma(by_str[str_keys], kernel, leaf, update_stats)
+
+    new, scale = wrapping.normalize_layer(
+      self.layer_instance,
+      str_values,
+      str_leaves,
+      [leaf.operator.layout for leaf in leaves.values()],
+      sigma_of,
+      target_norm=self.target_norm,
+      dtype=self.dtype,
+      fast_path=self.fast_path,
+      layer_name=type(self.layer_instance).__name__,
     )
-    if self.fast_path and not fast:
-      raise ValueError(
-        f'SpectralNorm({type(self.layer_instance).__name__}): fast_path=True but the fast path does not apply '
-        f'(params {[path_str(k) for k in str_keys]}); pass fast_path=None.'
-      )
-    values = dict(flat)
-    new = {}
-    scale = None
-    for keys, lay in zip(selected, layouts, strict=True):
-      kernel = values[keys]
-      factor = self.target_norm / self._sigma(keys, kernel, lay, update_stats)
-      if fast:
-        scale, new[keys] = factor, kernel
-      else:
-        new[keys] = power.scale_kernel(kernel, factor, lay)
-      if self.dtype is not None:
-        new[keys] = new[keys].astype(self.dtype)
-    if fast and ('bias',) in values:
-      b = values[('bias',)]
-      new[('bias',)] = (b.astype(scale.dtype) / scale).astype(self.dtype or b.dtype)
-    y = self._run_with(new, *args, **kwargs)
-    if scale is None:
-      return y
-    return jax.tree_util.tree_map(lambda t: t * scale.astype(t.dtype), y)
+    changed = {keys: new[tuple(str(k) for k in keys)] for keys, _ in flat}
+    return wrapping.scale_output(self._run_with(changed, *args, **kwargs), scale)
 
   def _run_with(self, new_values: dict, *args, **kwargs):
     """Calls the layer on a copy whose params at ``new_values``' paths are replaced; the layer's own
@@ -231,19 +230,18 @@ class SpectralNorm(nnx.Module):
     nnx.update(self.layer_instance, nnx.state(view, nnx.Not(nnx.Param)))
     return y
 
-  def _sigma(self, keys: tuple, kernel: jax.Array, lay: ResolvedLayout, update_stats: bool) -> jax.Array:
+  def _sigma(self, keys: tuple, kernel: jax.Array, leaf: _leaf.Leaf, update_stats: bool) -> jax.Array:
     """One kernel's sigma: power steps from the stored u (training) or the stored sigma (evaluation)."""
     u_var, sigma_var = self.batch_stats[keys + ('u',)], self.batch_stats[keys + ('sigma',)]
-    shape = power.u_shape(kernel.shape, lay)
-    stored = shape[:-1] + (1, shape[-1])
+    stored = wrapping.stored_u_shape(leaf)
     if tuple(u_var.shape) != stored:
       raise ValueError(
-        f'SpectralNorm: the u of {path_str(tuple(str(k) for k in keys))!r} has shape {tuple(u_var.shape)}, '
+        f'SpectralNorm: the u of {leaf.path!r} has shape {tuple(u_var.shape)}, '
         f'expected {stored} for a kernel of shape {tuple(kernel.shape)}; the layer changed after wrapping.'
       )
     if not update_stats:
       return jax.lax.stop_gradient(sigma_var[...])
-    res = power.power_iteration(kernel, u_var[...].reshape(shape), lay, n_iterations=self.n_steps, eps=self.epsilon)
+    (res,) = _leaf.estimate([kernel], [u_var[...].reshape(leaf.u_shape)], [leaf], self.options)
     u_var[...] = res.u.reshape(stored).astype(u_var.dtype)
     sigma_var[...] = jax.lax.stop_gradient(res.sigma).astype(sigma_var.dtype)
     return res.sigma

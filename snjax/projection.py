@@ -24,28 +24,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from snjax import _conv as conv_mode
-from snjax import _power as power
-from snjax._layout import LayoutOption, resolve_layout
-from snjax._selection import Selector, path_str, select_paths
-from snjax.transform import (
-  SNState,
-  _check_entry,
-  _check_options,
-  _check_state_paths,
-  _flatten,
-  _flatten_state,
-  _unflatten_state,
-  sn_init,
-)
-
-
-def _per_matrix(x: jax.Array, kernel: jax.Array, lay) -> jax.Array:
-  """Reshapes a per-matrix value (shape ``batch_shape``) to broadcast against the kernel."""
-  shape = [1] * kernel.ndim
-  for a in lay.batch_axes:
-    shape[a] = kernel.shape[a]
-  return x.reshape(shape)
+from snjax import _leaf
+from snjax._conv import ConvOption
+from snjax._layout import LayoutOption
+from snjax._options import SNOptions, check_int
+from snjax._state import Rules, SelectionOption, SNState, match_state, select, unflatten_state
+from snjax.transform import sn_init
 
 
 class SpectralProjectionState(NamedTuple):
@@ -67,9 +51,9 @@ def spectral_projection(
   n_warmup_iterations: int = 15,
   eps: float = 1e-12,
   layout: LayoutOption = None,
-  include: str | Selector | None = None,
-  exclude: str | Selector | None = None,
-  conv: conv_mode.ConvOption = None,
+  include: SelectionOption = None,
+  exclude: SelectionOption = None,
+  conv: ConvOption = None,
   seed: int = 0,
 ) -> optax.GradientTransformation:
   """Projects each selected weight onto spectral norm <= ``target_norm`` after the update.
@@ -122,58 +106,48 @@ def spectral_projection(
     ValueError: bad options; ``update`` without params; state that does not
       match the params (the message names the path).
   """
-  _check_options(n_power_iterations, eps, target_norm)
-  common = dict(layout=layout, include=include, exclude=exclude, conv=conv)
+  options = SNOptions(
+    n_power_iterations=n_power_iterations, n_warmup_iterations=n_warmup_iterations, eps=eps, target_norm=target_norm
+  )
+  seed = check_int('seed', seed, 0, where='spectral_projection')
+  rules = Rules(layout, include, exclude, conv)
 
   def init_fn(params):
     return SpectralProjectionState(
-      sn_init(jax.random.key(seed), params, n_warmup_iterations=n_warmup_iterations, eps=eps, **common)
+      sn_init(
+        jax.random.key(seed),
+        params,
+        n_warmup_iterations=options.n_warmup_iterations,
+        eps=options.eps,
+        layout=layout,
+        include=include,
+        exclude=exclude,
+        conv=conv,
+      )
     )
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError('spectral_projection needs params: call update(updates, state, params).')
-    flat, treedef = _flatten(params)
-    flat_updates = treedef.flatten_up_to(updates)
-    selected = select_paths(flat, include=include, exclude=exclude)
-    entries = _flatten_state(state.sn_state)
-    _check_state_paths(selected, entries, include, exclude)
-    sel = set(selected)
-    new_updates, new_entries = [], {}
-    for (keys, param), upd in zip(flat, flat_updates, strict=True):
-      if keys not in sel:
-        new_updates.append(upd)
-        continue
-      path = path_str(keys)
-      lay = resolve_layout(layout, path, param)
-      entry = entries[keys]
-      candidate = jax.lax.stop_gradient(optax.apply_updates(param, upd))
-      spec = conv_mode.resolve_conv_spec(conv, path)
-      if spec is not None:
-        _, new_entry = conv_mode.conv_apply_entry(
-          candidate,
-          entry,
-          path,
-          lay,
-          spec,
-          update=True,
-          n_power_iterations=n_power_iterations,
-          eps=eps,
-          target_norm=target_norm,
-          tol=None,
-          max_iterations=1,
-        )
-        u, sigma = new_entry['u'], new_entry['sigma']
-      else:
-        _check_entry(path, entry, param, lay)
-        res = power.power_iteration(candidate, entry['u'], lay, n_iterations=n_power_iterations, eps=eps)
-        u, sigma = res.u, res.sigma
-      factor = 1.0 / jnp.maximum(1.0, sigma / target_norm)
-      projected = power.scale_kernel(candidate, factor, lay)
+    selection = select(params, rules)
+    entries = match_state(selection, state.sn_state, rules)
+    flat_updates = dict(zip([k for k, _ in selection.flat], selection.treedef.flatten_up_to(updates), strict=True))
+    params_now = selection.kernels()
+    candidates = [
+      jax.lax.stop_gradient(optax.apply_updates(p, flat_updates[k]))
+      for k, p in zip(selection.leaves, params_now, strict=True)
+    ]
+    us = [entries[k]['u'] for k in selection.leaves]
+    leaves = list(selection.leaves.values())
+    projected, results, factors = _leaf.normalize(candidates, us, leaves, options, mode='project')
+    new_updates, new_entries = dict(flat_updates), {}
+    for i, (keys, leaf) in enumerate(selection.leaves.items()):
+      upd = flat_updates[keys]
       # A weight inside the ball keeps its update exactly ((p + u) - p may differ from u by rounding).
-      inside = _per_matrix(factor >= 1.0, param, lay)
-      new_updates.append(jnp.where(inside, upd, (projected - param).astype(upd.dtype)))
-      new_entries[keys] = {'u': u, 'sigma': sigma}
-    return jax.tree_util.tree_unflatten(treedef, new_updates), SpectralProjectionState(_unflatten_state(new_entries))
+      inside = leaf.operator.per_matrix(factors[i] >= 1.0, params_now[i].ndim)
+      new_updates[keys] = jnp.where(inside, upd, (projected[i] - params_now[i]).astype(upd.dtype))
+      new_entries[keys] = {'u': results[i].u, 'sigma': results[i].sigma}
+    new_tree = jax.tree_util.tree_unflatten(selection.treedef, [new_updates[k] for k, _ in selection.flat])
+    return new_tree, SpectralProjectionState(unflatten_state(new_entries))
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -121,7 +121,7 @@ def test_power_iteration_sigma_is_a_lower_bound_at_every_step_and_converges():
   truth = true_norm(kernel, input_shape, **flax_kwargs)
   spec = snjax.ConvSpec(input_shape, **spec_kwargs)
   u = conv_lib.random_unit_input(jax.random.key(0), input_shape)
-  step = jax.jit(lambda k, u: snjax.conv_power_iteration(k, u, spec))
+  step = jax.jit(lambda k, u: snjax.power_iteration(k, u, spec=spec))
   previous = 0.0
   for _ in range(60):
     sigma, u = step(kernel, u)
@@ -138,8 +138,8 @@ def test_sigma_gradient_is_the_top_singular_value_gradient():
   kernel, input_shape, spec_kwargs, flax_kwargs = _case(CASES[0], seed=7)
   spec = snjax.ConvSpec(input_shape, **spec_kwargs)
   u = conv_lib.random_unit_input(jax.random.key(0), input_shape)
-  u = snjax.conv_power_iteration(kernel, u, spec, n_iterations=3000).u
-  grad = jax.grad(lambda k: snjax.conv_power_iteration(k, u, spec).sigma)(kernel)
+  u = snjax.power_iteration(kernel, u, spec=spec, n_power_iterations=3000).u
+  grad = jax.grad(lambda k: snjax.power_iteration(k, u, spec=spec).sigma)(kernel)
   direction = _kernel(11, kernel.shape)
   h = 1e-3
   k64 = np.asarray(kernel, np.float64)
@@ -168,13 +168,13 @@ def test_zero_kernel_gives_eps_and_keeps_u_and_nan_u_is_reseeded():
   spec = snjax.ConvSpec((5, 5, 2))
   kernel = jnp.zeros((3, 3, 2, 2))
   u = conv_lib.random_unit_input(jax.random.key(0), spec.input_shape)
-  res = snjax.conv_power_iteration(kernel, u, spec, n_iterations=3)
+  res = snjax.power_iteration(kernel, u, spec=spec, n_power_iterations=3)
   assert float(res.sigma) == pytest.approx(1e-12)
   np.testing.assert_allclose(res.u, u, atol=1e-6)
-  grad = jax.grad(lambda k: snjax.conv_power_iteration(k, u, spec).sigma)(kernel)
+  grad = jax.grad(lambda k: snjax.power_iteration(k, u, spec=spec).sigma)(kernel)
   assert np.all(np.isfinite(grad))
   bad = jnp.full(spec.input_shape, jnp.nan)
-  res = snjax.conv_power_iteration(_kernel(0, (3, 3, 2, 2)), bad, spec, n_iterations=2)
+  res = snjax.power_iteration(_kernel(0, (3, 3, 2, 2)), bad, spec=spec, n_power_iterations=2)
   assert np.isfinite(float(res.sigma)) and float(res.sigma) > 0
 
 
@@ -294,7 +294,7 @@ def test_linen_spectral_norm_conv_operator_norm_mode():
     @nn.compact
     def __call__(self, x, train):
       conv = nn.Conv(3, (3, 3), strides=2, padding='SAME')
-      return snjax.SpectralNorm(conv, conv_operator_norm=True, n_warmup_steps=60)(x, update_stats=train)
+      return snjax.SpectralNorm(conv, conv_operator_norm=True, n_warmup_iterations=60)(x, update_stats=train)
 
   net, x = Net(), jax.random.normal(jax.random.key(0), (2, 6, 6, 2))
   variables = net.init(jax.random.key(1), x, False)
@@ -314,3 +314,54 @@ def test_linen_spectral_norm_conv_operator_norm_mode():
     snjax.SpectralNorm(nn.Dense(2), conv_operator_norm=True).init(
       jax.random.key(0), jnp.ones((1, 3)), update_stats=False
     )
+
+
+def test_deprecated_conv_power_iteration_warns_and_equals_power_iteration_with_a_spec():
+  spec = snjax.ConvSpec((6, 6, 2), strides=2)
+  kernel = _kernel(3, (3, 3, 2, 4))
+  u = conv_lib.random_unit_input(jax.random.key(0), spec.input_shape)
+  with pytest.warns(DeprecationWarning, match='power_iteration'):
+    old = snjax.conv_power_iteration(kernel, u, spec, n_iterations=4)
+  new = snjax.power_iteration(kernel, u, spec=spec, n_power_iterations=4)
+  np.testing.assert_array_equal(old.sigma, new.sigma)
+  np.testing.assert_array_equal(old.u, new.u)
+  # A PyTorch-layout kernel (out, in, kh, kw): the same operator, the same numbers.
+  torch_kernel = jnp.transpose(kernel, (3, 2, 0, 1))
+  with pytest.warns(DeprecationWarning):
+    old_t = snjax.conv_power_iteration(torch_kernel, u, spec, n_iterations=4, torch_layout=True)
+  new_t = snjax.power_iteration(torch_kernel, u, 'torch', spec=spec, n_power_iterations=4)
+  np.testing.assert_allclose(old_t.sigma, new.sigma, rtol=1e-6)
+  np.testing.assert_array_equal(old_t.sigma, new_t.sigma)
+
+
+def test_conv_leaves_are_normalized_together_equal_to_one_at_a_time():
+  # sn_apply iterates conv-mode leaves with all other leaves in one batched iteration; each leaf's sigma and u
+  # equal power_iteration on that leaf alone (up to the order of the batched sums: float32 rounding).
+  rng = np.random.default_rng(0)
+  params = {
+    'c1': {'kernel': jnp.asarray(rng.standard_normal((3, 3, 2, 4)), jnp.float32)},
+    'c2': {'kernel': jnp.asarray(rng.standard_normal((3, 3, 4, 4)), jnp.float32)},
+    'd': {'kernel': jnp.asarray(rng.standard_normal((16, 3)), jnp.float32)},
+  }
+  conv = {'c1': snjax.ConvSpec((6, 6, 2)), 'c2': snjax.ConvSpec((6, 6, 4), strides=2)}
+  state = snjax.sn_init(jax.random.key(0), params, conv=conv, n_warmup_iterations=2)
+  out, new = jax.jit(lambda p, s: snjax.sn_apply(p, s, conv=conv, n_power_iterations=3))(params, state)
+  for name, spec in [('c1', conv['c1']), ('c2', conv['c2']), ('d', None)]:
+    ref = snjax.power_iteration(params[name]['kernel'], state[name]['kernel']['u'], spec=spec, n_power_iterations=3)
+    np.testing.assert_allclose(new[name]['kernel']['sigma'], ref.sigma, rtol=1e-5)
+    np.testing.assert_allclose(new[name]['kernel']['u'], ref.u, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out[name]['kernel'], params[name]['kernel'] / ref.sigma, rtol=1e-5, atol=1e-7)
+
+
+def test_conv_leaves_share_the_norm_reductions():
+  # The compile-time property of the one driver: the lowered sn_apply has as many reductions for 2 conv-mode
+  # layers as for 5 (one batched reduction per step for all of them).
+  def counts(n_layers):
+    rng = np.random.default_rng(0)
+    params = {f'c{i}': {'kernel': jnp.asarray(rng.standard_normal((3, 3, 2, 2)), jnp.float32)} for i in range(n_layers)}
+    conv = {f'c{i}/': snjax.ConvSpec((5 + i, 5, 2)) for i in range(n_layers)}
+    state = snjax.sn_init(jax.random.key(0), params, conv=conv, n_warmup_iterations=0)
+    text = jax.jit(lambda p, s: snjax.sn_apply(p, s, conv=conv)).lower(params, state).as_text()
+    return text.count('stablehlo.reduce'), text.count('stablehlo.sqrt')
+
+  assert counts(2) == counts(5)

@@ -54,7 +54,7 @@ def test_converges_to_unit_norm_vs_svd(name):
   and the stored sigma is the kernel's top singular value."""
   make, shape, out_axes, _ = LINEAR_CASES[name]
   x = _normal(1, shape)
-  sn = SpectralNorm(make(), n_steps=3, n_warmup_steps=0, fast_path=False)
+  sn = SpectralNorm(make(), n_steps=3, n_warmup_iterations=0, fast_path=False)
   variables = sn.init(jax.random.key(0), x, update_stats=False)
   kernel = _kernel(variables)
 
@@ -434,13 +434,16 @@ def test_errors_name_the_fix():
     sn.apply({'params': variables['params']}, x[:, 0, 0], update_stats=False)
   with pytest.raises(ValueError, match='no floating parameter with ndim >= 2'):
     SpectralNorm(nn.LayerNorm(), error_on_non_matrix=True).init(jax.random.key(0), x, update_stats=False)
-  with pytest.raises(ValueError, match=r"'kernel' has shape \(3, 3, 3, 4\).*error_on_non_matrix=True"):
+  # flax's own sentence first (code matching flax.linen.SpectralNorm's error keeps working), then the path and fix.
+  with pytest.raises(
+    ValueError, match=r"^Input is 4D but error_on_non_matrix is True\. .*'kernel' has shape \(3, 3, 3, 4\)"
+  ):
     SpectralNorm(nn.Conv(4, (3, 3)), error_on_non_matrix=True).init(jax.random.key(0), x, update_stats=False)
   with pytest.warns(UserWarning, match='not normalized'):
     SpectralNorm(nn.LayerNorm()).init(jax.random.key(0), x, update_stats=False)
   with pytest.raises(ValueError, match='n_steps must be an int >= 1'):
     SpectralNorm(nn.Dense(3), n_steps=0).init(jax.random.key(0), x, update_stats=False)
-  for bad_eps in ({'epsilon': 0.0}, {'eps': -1.0}):  # eps: the core's name, an alias
+  for bad_eps in ({'epsilon': 0.0}, {'eps': -1.0}):  # eps: a deprecated alias
     with pytest.raises(ValueError, match='epsilon must be'):
       SpectralNorm(nn.Dense(3), **bad_eps).init(jax.random.key(0), x, update_stats=False)
   bad = dict(variables['batch_stats'])
@@ -481,3 +484,25 @@ def test_dense_general_batch_dims_one_sigma_per_block_and_setup_style():
   kernel = svars['params']['sn']['layer_instance']['kernel']
   assert y.shape == (2, 3) and svars['batch_stats']['sn']['layer_instance/kernel/u'].shape == (1, 3)
   np.testing.assert_allclose(svars['batch_stats']['sn']['layer_instance/kernel/sigma'], _top_sv(kernel), rtol=1e-3)
+
+
+def test_error_on_non_matrix_message_starts_with_flax_own_message():
+  # The same wrapped conv under flax.linen.SpectralNorm and snjax.SpectralNorm: snjax's message starts with flax's.
+  x = jnp.ones((1, 5, 5, 3))
+  with pytest.raises(ValueError) as flax_error:
+    nn.SpectralNorm(nn.Conv(4, (3, 3)), error_on_non_matrix=True).init(jax.random.key(0), x, update_stats=True)
+  with pytest.raises(ValueError) as ours:
+    SpectralNorm(nn.Conv(4, (3, 3)), error_on_non_matrix=True).init(jax.random.key(0), x, update_stats=True)
+  flax_message = str(flax_error.value).split('\n')[0]
+  assert flax_message and str(ours.value).startswith(flax_message)
+
+
+def test_deprecated_option_names_warn_and_still_work():
+  x = jnp.ones((2, 4))
+  with pytest.warns(DeprecationWarning, match='n_warmup_iterations'):
+    old = SpectralNorm(nn.Dense(3), n_warmup_steps=4).init(jax.random.key(0), x, update_stats=False)
+  new = SpectralNorm(nn.Dense(3), n_warmup_iterations=4).init(jax.random.key(0), x, update_stats=False)
+  chex_equal = jax.tree_util.tree_map(lambda a, b: bool(jnp.array_equal(a, b)), old, new)
+  assert all(jax.tree_util.tree_leaves(chex_equal))
+  with pytest.warns(DeprecationWarning, match='epsilon'):
+    SpectralNorm(nn.Dense(3), eps=1e-6).init(jax.random.key(0), x, update_stats=False)

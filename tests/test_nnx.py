@@ -178,11 +178,11 @@ def test_errors_and_warnings():
   rngs = nnx.Rngs(0)
   with pytest.raises(ValueError, match='no floating parameter with ndim >= 2'):
     SpectralNorm(nnx.LayerNorm(4, rngs=rngs), error_on_non_matrix=True, rngs=rngs)
-  with pytest.raises(ValueError, match=r'has shape \(3, 3, 2, 4\).*error_on_non_matrix=True'):
+  with pytest.raises(ValueError, match=r'^Input is 4D but error_on_non_matrix is True\. .*has shape \(3, 3, 2, 4\)'):
     SpectralNorm(nnx.Conv(2, 4, (3, 3), rngs=rngs), error_on_non_matrix=True, rngs=rngs)
   with pytest.raises(ValueError, match='n_steps must be an int >= 1'):
     SpectralNorm(nnx.Linear(2, 3, rngs=rngs), n_steps=0, rngs=rngs)
-  for bad_eps in ({'epsilon': 0.0}, {'eps': -1.0}):  # eps: the core's name, an alias
+  for bad_eps in ({'epsilon': 0.0}, {'eps': -1.0}):  # eps: a deprecated alias
     with pytest.raises(ValueError, match='epsilon must be'):
       SpectralNorm(nnx.Linear(2, 3, rngs=rngs), rngs=rngs, **bad_eps)
   block = nnx.Sequential(nnx.Linear(2, 3, rngs=rngs), nnx.Linear(3, 3, rngs=rngs))

@@ -1,4 +1,4 @@
-"""The fast paths of snjax.power / snjax.transform, against independent references.
+"""The fast paths of the power iteration (snjax._power, snjax._leaf) and snjax.transform, against references.
 
 The power iteration contracts a kernel through a free reshape to a matrix when
 its input and output axes are contiguous (every Flax, Haiku, torch and
@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 
 import snjax
+from snjax import _leaf
 from snjax import _power as power
 from snjax._layout import KernelLayout, kernel_matrix, resolve_layout
+from snjax._operators import matrix_operator
+from snjax._options import SNOptions
 
 LAYOUTS = [
   # (kernel shape, layout spec, which path)
@@ -55,7 +58,7 @@ def test_one_step_matches_the_explicit_matrix(shape, spec, path, jit):
   rng = np.random.default_rng(sum(shape))
   kernel = rng.standard_normal(shape).astype(np.float32)
   lay = resolve_layout(spec, 'w', kernel)
-  assert power._view(jnp.asarray(kernel), lay)[1].kind == path
+  assert matrix_operator(kernel.shape, lay).kind == path
   u = rng.standard_normal(power.u_shape(shape, lay)).astype(np.float32)
   u /= np.linalg.norm(u, axis=-1, keepdims=True)
   fn = lambda k, x: power.power_iteration(k, x, lay)  # noqa: E731
@@ -188,18 +191,23 @@ def _mixed_kernels(rng, widths=None):
 
 # (2, 3000, 5, 40): the padding bound splits the rows in groups; 5 steps: the fori_loop.
 @pytest.mark.parametrize('widths, n_iterations', [(None, 1), ((2, 3000, 5, 40), 5)])
-def test_normalize_many_equals_one_kernel_at_a_time(widths, n_iterations):
+def test_normalize_equals_one_kernel_at_a_time(widths, n_iterations):
   rng = np.random.default_rng(n_iterations)
   kernels, lays, us = _mixed_kernels(rng, widths)
   us[0] = jnp.zeros_like(us[0])  # reseeded, in the batch with healthy ones
   kernels[-1] = jnp.zeros_like(kernels[-1])  # a collapsed product keeps its u
 
+  leaves = [_leaf.plan(f'w{i}', k, lay) for i, (k, lay) in enumerate(zip(kernels, lays, strict=True))]
+  options = SNOptions(n_power_iterations=n_iterations, target_norm=2.0)
+
   def many(ks):
-    return power.normalize_many(ks, us, lays, n_iterations=n_iterations, target_norm=2.0)
+    return _leaf.normalize(ks, us, leaves, options)[:2]
 
   def one(ks):
-    res = [power.power_iteration(k, u, lay, n_iterations=n_iterations) for k, u, lay in zip(ks, us, lays, strict=True)]
-    return [power.scale_kernel(k, 2.0 / r.sigma, lay) for k, r, lay in zip(ks, res, lays, strict=True)], res
+    res = [
+      power.power_iteration(k, u, lay, n_power_iterations=n_iterations) for k, u, lay in zip(ks, us, lays, strict=True)
+    ]
+    return [_leaf.scale(k, 2.0 / r.sigma, leaf) for k, r, leaf in zip(ks, res, leaves, strict=True)], res
 
   def loss(fn, ks):
     return sum(jnp.sum(jnp.sin(x.astype(jnp.float32)) * (i + 1)) for i, x in enumerate(fn(ks)[0]))

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from snjax import _leaf
 from snjax import _power as power
 from snjax._layout import KernelLayout, resolve_layout
 
@@ -32,12 +33,12 @@ def _matrix_with_spectrum(rng, n_in, n_out, singular_values):
   return (u * np.asarray(singular_values)) @ v.T
 
 
-@pytest.mark.parametrize('n_iterations', [1, 3, 10])
-def test_scaled_identity_gives_its_scale(n_iterations):
+@pytest.mark.parametrize('n_power_iterations', [1, 3, 10])
+def test_scaled_identity_gives_its_scale(n_power_iterations):
   # The classic peer check: a kernel 4 * I_8 has sigma 4 after 1, 3 and 10 steps.
   kernel = 4.0 * jnp.eye(8)
   u = _random_u(jax.random.key(0), (8,))
-  res = power.power_iteration(kernel, u, _layout(kernel), n_iterations=n_iterations)
+  res = power.power_iteration(kernel, u, _layout(kernel), n_power_iterations=n_power_iterations)
   np.testing.assert_allclose(res.sigma, 4.0, rtol=1e-3)
 
 
@@ -45,13 +46,13 @@ def test_scaled_identity_gives_its_scale(n_iterations):
   n_in=st.integers(1, 24),
   n_out=st.integers(1, 24),
   seed=st.integers(0, 2**31 - 1),
-  n_iterations=st.integers(1, 4),
+  n_power_iterations=st.integers(1, 4),
 )
-def test_sigma_is_a_lower_bound_of_the_svd_norm(n_in, n_out, seed, n_iterations):
+def test_sigma_is_a_lower_bound_of_the_svd_norm(n_in, n_out, seed, n_power_iterations):
   rng = np.random.default_rng(seed)
   m = rng.standard_normal((n_in, n_out)).astype(np.float32)
   u = _random_u(jax.random.key(seed), (n_out,))
-  res = power.power_iteration(jnp.asarray(m), u, _layout(m), n_iterations=n_iterations)
+  res = power.power_iteration(jnp.asarray(m), u, _layout(m), n_power_iterations=n_power_iterations)
   true = _svd_norm(m)
   assert float(res.sigma) <= true * (1 + 1e-5)
   np.testing.assert_allclose(np.linalg.norm(res.u), 1.0, rtol=1e-5)
@@ -65,7 +66,7 @@ def test_converges_to_the_top_singular_value(n_in, n_out, seed):
   s[0] = s[1] * 1.5 + 0.1 if k > 1 else s[0]  # a spectral gap, so that 60 steps converge
   m = _matrix_with_spectrum(rng, n_in, n_out, s).astype(np.float32)
   u = _random_u(jax.random.key(seed), (n_out,))
-  res = power.power_iteration(jnp.asarray(m), u, _layout(m), n_iterations=60)
+  res = power.power_iteration(jnp.asarray(m), u, _layout(m), n_power_iterations=60)
   np.testing.assert_allclose(float(res.sigma), s[0], rtol=1e-4)
   # u is the top right singular vector (fan-out side), up to sign.
   _, _, vt = np.linalg.svd(m.astype(np.float64))
@@ -103,7 +104,7 @@ def test_layouts_read_the_right_matrix(shape, spec, to_matrix):
   w = rng.standard_normal(shape).astype(np.float32)
   lay = _layout(w, spec)
   u = _random_u(jax.random.key(0), power.u_shape(w.shape, lay))
-  res = power.power_iteration(jnp.asarray(w), u, lay, n_iterations=1, tol=1e-8, max_iterations=3000)
+  res = power.power_iteration(jnp.asarray(w), u, lay, n_power_iterations=1, tol=1e-8, max_iterations=3000)
   np.testing.assert_allclose(float(res.sigma), _svd_norm(to_matrix(w)), rtol=1e-3)
 
 
@@ -124,7 +125,7 @@ def test_half_precision_kernel_is_iterated_in_float32():
   res = power.power_iteration(w, u, _layout(w), tol=1e-7, max_iterations=2000)
   assert res.sigma.dtype == jnp.float32 and res.u.dtype == jnp.float32
   np.testing.assert_allclose(float(res.sigma), _svd_norm(np.asarray(w.astype(jnp.float32))), rtol=1e-4)
-  scaled = power.scale_kernel(w, 1.0 / res.sigma, _layout(w))
+  scaled = _leaf.scale(w, 1.0 / res.sigma, _leaf.plan('w', w, _layout(w)))
   assert scaled.dtype == jnp.bfloat16
 
 
@@ -143,7 +144,7 @@ def test_degenerate_u_is_reseeded(bad):
   rng = np.random.default_rng(0)
   w = jnp.asarray(rng.standard_normal((6, 4)), jnp.float32)
   u = jnp.full((4,), bad)
-  res = power.power_iteration(w, u, _layout(w), n_iterations=50)
+  res = power.power_iteration(w, u, _layout(w), n_power_iterations=50)
   assert bool(jnp.all(jnp.isfinite(res.u)))
   np.testing.assert_allclose(float(res.sigma), _svd_norm(w), rtol=1e-3)
 
@@ -179,7 +180,7 @@ def test_u_and_v_are_not_differentiated():
   rng = np.random.default_rng(0)
   m = jnp.asarray(rng.standard_normal((5, 4)), jnp.float32)
   u = _random_u(jax.random.key(0), (4,))
-  gu = jax.grad(lambda uu: power.power_iteration(m, uu, _layout(m), n_iterations=3).sigma)(u)
+  gu = jax.grad(lambda uu: power.power_iteration(m, uu, _layout(m), n_power_iterations=3).sigma)(u)
   np.testing.assert_array_equal(np.asarray(gu), 0.0)
 
 
@@ -188,8 +189,8 @@ def test_fori_loop_and_unrolled_iterations_agree():
   m = jnp.asarray(rng.standard_normal((9, 6)), jnp.float32)
   u = _random_u(jax.random.key(0), (6,))
   lay = _layout(m)
-  res_loop = power.power_iteration(m, u, lay, n_iterations=6)  # fori_loop for 5 constant steps
+  res_loop = power.power_iteration(m, u, lay, n_power_iterations=6)  # fori_loop for 5 constant steps
   x = u
   for _ in range(6):
-    x = power.power_iteration(m, x, lay, n_iterations=1).u  # one step at a time
+    x = power.power_iteration(m, x, lay, n_power_iterations=1).u  # one step at a time
   np.testing.assert_allclose(np.asarray(res_loop.u), np.asarray(x), rtol=1e-5, atol=1e-6)

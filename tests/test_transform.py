@@ -362,3 +362,20 @@ def test_error_bad_layout():
     snjax.sn_init(jax.random.key(0), {'w': jnp.ones((2, 3))}, include='w', layout=3)
   with pytest.raises(ValueError, match="w: unknown layout 'pytorch'"):
     snjax.sn_init(jax.random.key(0), {'w': jnp.ones((2, 3))}, include='w', layout='pytorch')
+
+
+def test_a_bare_array_is_a_pytree_too():
+  # Haiku's SpectralNorm is called on one weight: the pytree is its root leaf. The state is the entry itself.
+  w = 4.0 * jnp.eye(8)
+  state = snjax.sn_init(jax.random.key(0), w)
+  assert set(state) == {'u', 'sigma'} and state['u'].shape == (8,)
+  np.testing.assert_allclose(state['sigma'], 4.0, rtol=1e-5)
+  w_sn, new_state = snjax.sn_apply(w, state)
+  np.testing.assert_allclose(w_sn, jnp.eye(8), rtol=1e-5)
+  assert set(new_state) == {'u', 'sigma'}
+  w_eval, same = snjax.sn_apply(w, new_state, update=False)
+  assert same is new_state
+  np.testing.assert_array_equal(w_eval, w_sn)
+  assert set(snjax.sigmas(new_state)) == {''}
+  with pytest.raises(ValueError, match=r'<root>: state u has shape \(3,\), expected \(8,\)'):
+    snjax.sn_apply(w, {'u': jnp.ones(3), 'sigma': jnp.ones(())})
