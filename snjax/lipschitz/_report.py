@@ -69,7 +69,16 @@ def _product(values) -> float | None:
 
 
 class LipschitzReport(NamedTuple):
-  """The rows of :func:`lipschitz_report` and their products; ``print(report)`` shows a table."""
+  """The rows of :func:`lipschitz_report` and their products; ``print(report)`` shows a table.
+
+  For a feed-forward network with 1-Lipschitz activations, ``Lip(f) <= prod_l ||A_l||``: the
+  :attr:`operator_product` estimates that bound (from below, each factor a converging lower bound) and the
+  :attr:`bound_product` certifies it.
+
+  Attributes:
+    layers: one :class:`LayerNorms` per normalized weight (per index of its stacked axes), in the order of the
+      params' leaves.
+  """
 
   layers: tuple[LayerNorms, ...]
 
