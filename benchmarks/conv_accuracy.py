@@ -135,19 +135,18 @@ def main(repeats: int = 20, dense_limit: int = 4096) -> None:
       table[-1] += (ratio(sigma_sn, reshaped),)
       continue
     k64 = kernel.astype(jnp.float64)
-    kw = dict(strides=spec.strides, padding=spec.padding)
-    geo = conv_lib.geometry(tuple(kernel.shape), spec)
-    dim = min(snjax.lipschitz._bounds._dense_sides(geo, kernel.shape[-1]))
-    op = float(snjax.lipschitz.conv_operator_norm(k64, spec.input_shape, tol=1e-8, max_iterations=1024, **kw))
+    # D = min(in_dim, out_dim), the side of the exact Gram matrix.
+    dim = min(int(np.prod(spec.input_shape)), int(np.prod(conv_lib.conv_output_shape(kernel.shape, spec))))
+    op = float(snjax.lipschitz.conv_operator_norm(k64, spec, tol=1e-8, max_iterations=1024))
     dense = dense_gram_norm(k64, spec) if np.prod(spec.input_shape) <= 3072 else None
     start = time.perf_counter()
-    b_default = float(snjax.lipschitz.conv_norm_bound(kernel, spec.input_shape, **kw))
+    b_default = float(snjax.lipschitz.conv_norm_bound(kernel, spec))
     t_default = time.perf_counter() - start
-    b_fft = float(snjax.lipschitz.conv_norm_bound(k64, spec.input_shape, method='svd', operator='fourier', **kw))
+    b_fft = float(snjax.lipschitz.conv_norm_bound(k64, spec, method='svd', operator='fourier'))
     b_dense = t_dense = None
     if dim <= dense_limit:
       start = time.perf_counter()
-      b_dense = float(snjax.lipschitz.conv_norm_bound(k64, spec.input_shape, operator='dense', **kw))
+      b_dense = float(snjax.lipschitz.conv_norm_bound(k64, spec, operator='dense'))
       t_dense = time.perf_counter() - start
     values = dict(resh=reshaped, op=op, default=b_default, fft=b_fft, dense=b_dense or b_fft, sn=sigma_sn)
     for key in products:

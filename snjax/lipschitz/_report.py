@@ -6,10 +6,11 @@ For each weight that spectral normalization would touch, three numbers:
   fan-out) matrix, what every peer library normalizes by (exact SVD);
 * the **operator norm**: for a dense layer the same number; for a convolution
   the norm of the convolution operator on its real input size, estimated by
-  power iteration to a tolerance (:func:`snjax.conv_operator_norm`, a lower
-  bound that converges to it);
-* a **certified bound**: Gram iteration on the matrix; for a convolution
-  (:func:`snjax.conv_norm_bound`), Gram iteration on its exact Gram matrix when
+  restarted Lanczos to a tolerance (:func:`snjax.lipschitz.conv_operator_norm`,
+  a lower bound that converges to it);
+* a **certified bound**: Gram iteration on the matrix (Delattre et al. 2023,
+  https://arxiv.org/abs/2305.16173); for a convolution
+  (:func:`snjax.lipschitz.conv_norm_bound`), Gram iteration on its exact Gram matrix when
   that is small (``dense_limit``), else on the blocks of its Fourier
   decomposition (exact for circular padding, an embedding for zero padding).
 
@@ -30,7 +31,9 @@ import numpy as np
 from snjax import _conv as conv
 from snjax._layout import LayoutOption, kernel_matrix, resolve_layout
 from snjax._selection import Selector, path_keys, path_str, select_paths
-from snjax.lipschitz import _bounds as bounds
+from snjax.lipschitz._bounds import DENSE_LIMIT, conv_bound_description, conv_norm_bound
+from snjax.lipschitz._gram import matrix_norm_bound
+from snjax.lipschitz._operator_norm import conv_operator_norm
 
 
 class LayerNorms(NamedTuple):
@@ -66,7 +69,16 @@ def _product(values) -> float | None:
 
 
 class LipschitzReport(NamedTuple):
-  """The rows of :func:`lipschitz_report` and their products; ``print(report)`` shows a table."""
+  """The rows of :func:`lipschitz_report` and their products; ``print(report)`` shows a table.
+
+  For a feed-forward network with 1-Lipschitz activations, ``Lip(f) <= prod_l ||A_l||``: the
+  :attr:`operator_product` estimates that bound (from below, each factor a converging lower bound) and the
+  :attr:`bound_product` certifies it.
+
+  Attributes:
+    layers: one :class:`LayerNorms` per normalized weight (per index of its stacked axes), in the order of the
+      params' leaves.
+  """
 
   layers: tuple[LayerNorms, ...]
 
@@ -136,30 +148,49 @@ def lipschitz_report(
   max_iterations: int = 2000,
   bound_method: str = 'gram',
   n_gram_iterations: int | None = None,
-  dense_limit: int = bounds.DENSE_LIMIT,
+  dense_limit: int = DENSE_LIMIT,
 ) -> LipschitzReport:
   """Reshaped norm, operator norm and certified bound of every normalized weight of ``params``.
+
+  For each weight that :func:`snjax.sn_init` would select, a
+  :class:`LayerNorms` row: the reshaped norm ``sigma_1(M)`` (exact SVD of the
+  kernel read as a matrix, what SN-GAN normalizes by, Miyato et al. 2018),
+  the operator norm (``sigma_1(M)`` for a dense layer;
+  :func:`conv_operator_norm` on the convolution's ``ConvSpec``, Sedghi et al.
+  2019, for a conv), and a certified upper bound (:func:`matrix_norm_bound`
+  or :func:`conv_norm_bound`, Gram iteration after Delattre et al. 2023).
+  For a feed-forward network with 1-Lipschitz activations the products over
+  the layers bound its Lipschitz constant: ``prod_l ||A_l||`` (estimated)
+  and ``prod_l bound_l`` (certified).
+
+  The report takes both kinds of iteration, so their counts are named apart:
+  ``tol`` and ``max_iterations`` are the power / Lanczos iteration's (of
+  :func:`conv_operator_norm`), ``n_gram_iterations`` the Gram iterations of
+  the bounds (``n_iterations`` of :func:`conv_norm_bound` and
+  :func:`matrix_norm_bound`).
 
   Args:
     params: any params pytree (e.g. Flax ``variables['params']``).
     conv_specs: ``{path regex: snjax.ConvSpec}`` of the convolutions, e.g. from
-      ``snjax.conv_specs(model, x)``; a kernel with ndim >= 3 and no spec is
-      reported with its reshaped norm only.
+      ``snjax.conv_specs(model, x)``, passed as they are to
+      :func:`conv_operator_norm` and :func:`conv_norm_bound`; a kernel with
+      ndim >= 3 and no spec is reported with its reshaped norm only.
     layout: the kernel layout option (as for :func:`snjax.sn_init`).
     include: the selection (as for :func:`snjax.sn_init`).
     exclude: leaves to leave out.
-    tol: relative tolerance of the conv power iteration.
-    max_iterations: its cap on steps.
+    tol: relative tolerance of the conv operator norm's iteration.
+    max_iterations: its cap on products with ``A^T A``.
     bound_method: ``'gram'`` or ``'svd'`` for the conv bounds (see
-      :func:`snjax.conv_norm_bound`).
+      :func:`conv_norm_bound`).
     n_gram_iterations: Gram iterations of the bounds (default: 10 for
       matrices and FFT blocks, 18 for a conv's dense Gram matrix).
     dense_limit: the largest ``min(in_dim, out_dim)`` of a convolution whose
       exact Gram matrix is formed for its bound (see
-      :func:`snjax.conv_norm_bound`); 0 gives the FFT bounds only.
+      :func:`conv_norm_bound`); 0 gives the FFT bounds only.
 
   Returns:
-    A :class:`LipschitzReport`.
+    A :class:`LipschitzReport`; a conv with no certified bound (e.g. a large
+    ``'REFLECT'`` one) has ``bound=None`` and the reason in ``bound_note``.
 
   Raises:
     ValueError: a spec that does not fit its kernel, or a bad option (the
@@ -176,28 +207,14 @@ def lipschitz_report(
     if spec is not None:
       torch_layout = conv.conv_layout_is_torch(path, leaf.ndim, lay.out_axes, lay.batch_axes)
       kernel = conv.to_flax_layout(leaf, torch_layout)
-      conv.geometry(tuple(kernel.shape), spec, path)
-      kw = dict(
-        strides=spec.strides,
-        padding=spec.padding,
-        rhs_dilation=spec.rhs_dilation,
-        lhs_dilation=spec.lhs_dilation,
-        feature_group_count=spec.feature_group_count,
-      )
+      conv.geometry(tuple(kernel.shape), spec, path)  # a mismatch names the path
       reshaped = float(np.linalg.norm(np.asarray(kernel_matrix(leaf, lay), np.float64), 2))
-      op = float(conv.conv_operator_norm(kernel, spec.input_shape, tol=tol, max_iterations=max_iterations, **kw))
+      op = float(conv_operator_norm(kernel, spec, tol=tol, max_iterations=max_iterations))
       try:
         bound = float(
-          bounds.conv_norm_bound(
-            kernel,
-            spec.input_shape,
-            method=bound_method,
-            n_iterations=n_gram_iterations,
-            dense_limit=dense_limit,
-            **kw,
-          )
+          conv_norm_bound(kernel, spec, method=bound_method, n_iterations=n_gram_iterations, dense_limit=dense_limit)
         )
-        note = bounds.conv_bound_description(kernel.shape, spec.input_shape, dense_limit=dense_limit, **kw)[1]
+        note = conv_bound_description(kernel.shape, spec, dense_limit=dense_limit)[1]
       except ValueError as err:  # e.g. REFLECT padding: no certified bound
         bound, note = None, str(err)
       rows.append(LayerNorms(path, 'conv', tuple(leaf.shape), tuple(spec.input_shape), reshaped, op, bound, note))
@@ -212,6 +229,6 @@ def lipschitz_report(
         rows.append(LayerNorms(name, 'conv?', tuple(leaf.shape), None, reshaped, None, None, 'no ConvSpec'))
         continue
       n_matrix = 10 if n_gram_iterations is None else n_gram_iterations
-      bound = float(bounds.matrix_norm_bound(jax.numpy.asarray(m, leaf.dtype), n_matrix))
+      bound = float(matrix_norm_bound(jax.numpy.asarray(m, leaf.dtype), n_matrix))
       rows.append(LayerNorms(name, 'dense', tuple(leaf.shape), None, reshaped, reshaped, bound, 'gram'))
   return LipschitzReport(tuple(rows))

@@ -1,4 +1,8 @@
-"""snjax.bounds: certified upper bounds, against the dense matrix of the convolution.
+"""snjax.lipschitz certified bounds (conv_norm_bound, circular_conv_singular_values), against dense matrices.
+
+Covers snjax/lipschitz/_bounds.py (which operator is bounded), _circular.py (the FFT blocks) and _dense.py (the
+exact Gram matrix); Gram iteration on matrices is in test_gram.py.
+
 
 Reference: ``flax.linen.Conv`` applied to the identity basis (exact in float32: each
 entry is one kernel entry), singular values by numpy in float64.
@@ -28,6 +32,12 @@ def _kernel(seed, shape):
   return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
 
 
+def spec_of(input_shape, **flax_kwargs):
+  """The ConvSpec of ``nn.Conv(**flax_kwargs)`` on ``input_shape`` (Flax's dilation names are ConvSpec's)."""
+  names = {'kernel_dilation': 'rhs_dilation', 'input_dilation': 'lhs_dilation'}
+  return snjax.ConvSpec(tuple(input_shape), **{names.get(k, k): v for k, v in flax_kwargs.items()})
+
+
 # (kernel shape, input shape, flax kwargs, snjax kwargs)
 CIRCULAR = [
   ((3, 3, 2, 3), (6, 6, 2), dict(strides=1), {}),
@@ -44,12 +54,13 @@ def test_circular_singular_values_are_the_dense_spectrum(case):
   kshape, input_shape, flax_kwargs, kwargs = case
   kernel = _kernel(0, kshape)
   expected = np.linalg.svd(dense(kernel, input_shape, padding='CIRCULAR', **flax_kwargs), compute_uv=False)
-  got = np.asarray(snjax.lipschitz.circular_conv_singular_values(kernel, input_shape, **kwargs))
+  spec = snjax.ConvSpec(input_shape, padding='CIRCULAR', **kwargs)
+  got = np.asarray(snjax.lipschitz.circular_conv_singular_values(kernel, spec))
   assert got.shape == expected.shape
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * expected[0])
   # Exact method: the norm; Gram iteration: an upper bound within 1e-3 (10 iterations).
-  b_svd = float(snjax.lipschitz.conv_norm_bound(kernel, input_shape, padding='CIRCULAR', method='svd', **kwargs))
-  b_gram = float(snjax.lipschitz.conv_norm_bound(kernel, input_shape, padding='CIRCULAR', **kwargs))
+  b_svd = float(snjax.lipschitz.conv_norm_bound(kernel, spec, method='svd'))
+  b_gram = float(snjax.lipschitz.conv_norm_bound(kernel, spec))
   assert expected[0] <= b_svd <= expected[0] * (1 + 1e-4)
   assert expected[0] <= b_gram <= expected[0] * (1 + 1e-2)
 
@@ -66,26 +77,21 @@ ZERO = [
 ]
 
 
-def _snjax_kwargs(flax_kwargs):
-  names = {'kernel_dilation': 'rhs_dilation', 'input_dilation': 'lhs_dilation'}
-  return {names.get(k, k): v for k, v in flax_kwargs.items()}
-
-
 @pytest.mark.parametrize('case', ZERO, ids=lambda c: f'{c[0]}-{c[1]}-{c[2]}')
 def test_zero_padding_bound_is_within_1e3_of_the_dense_norm(case):
   # Small operators: Gram iteration / eigvalsh on the exact Gram matrix, float32 with its margin.
   kshape, input_shape, flax_kwargs = case
   kernel = _kernel(1, kshape)
   truth = float(np.linalg.norm(dense(kernel, input_shape, **flax_kwargs), 2))
-  kwargs = _snjax_kwargs(flax_kwargs)
+  spec = spec_of(input_shape, **flax_kwargs)
   for method in ('svd', 'gram'):
-    bound = float(snjax.lipschitz.conv_norm_bound(kernel, input_shape, method=method, **kwargs))
+    bound = float(snjax.lipschitz.conv_norm_bound(kernel, spec, method=method))
     assert truth <= bound <= truth * (1 + 1e-3), method
-  assert snjax.lipschitz._bounds.conv_bound_description(kshape, input_shape, **kwargs)[0]
+  assert snjax.lipschitz.conv_bound_description(kshape, spec)[0]
   # The FFT embedding (operator='fourier') is an upper bound too, looser on these small inputs.
-  embedded = float(snjax.lipschitz.conv_norm_bound(kernel, input_shape, operator='fourier', **kwargs))
+  embedded = float(snjax.lipschitz.conv_norm_bound(kernel, spec, operator='fourier'))
   assert truth <= embedded <= 2.0 * truth
-  assert not snjax.lipschitz._bounds.conv_bound_description(kshape, input_shape, operator='fourier', **kwargs)[0]
+  assert not snjax.lipschitz.conv_bound_description(kshape, spec, operator='fourier')[0]
 
 
 def test_zero_padding_embedding_tightens_with_the_input_size():
@@ -94,7 +100,8 @@ def test_zero_padding_embedding_tightens_with_the_input_size():
   gaps = []
   for n in (8, 64):
     truth = float(np.linalg.norm(dense(kernel, (n, 2), padding='SAME'), 2))
-    gaps.append(float(snjax.lipschitz.conv_norm_bound(kernel, (n, 2), method='svd', operator='fourier')) / truth - 1)
+    bound = snjax.lipschitz.conv_norm_bound(kernel, snjax.ConvSpec((n, 2)), method='svd', operator='fourier')
+    gaps.append(float(bound) / truth - 1)
   assert 0 <= gaps[1] < gaps[0]
   assert gaps[1] < 1e-2
 
@@ -127,7 +134,7 @@ def test_bound_is_above_the_true_norm_and_within_one_percent(d, n, k, cin, cout,
   input_shape = (n,) * d + (cin,)
   flax_kwargs = dict(strides=stride, padding=padding, kernel_dilation=dilation)
   truth = float(np.linalg.norm(dense(kernel, input_shape, **flax_kwargs), 2))
-  bound = float(snjax.lipschitz.conv_norm_bound(kernel, input_shape, **_snjax_kwargs(flax_kwargs)))
+  bound = float(snjax.lipschitz.conv_norm_bound(kernel, spec_of(input_shape, **flax_kwargs)))
   assert truth <= bound <= truth * (1 + 1e-2)
 
 
@@ -141,9 +148,9 @@ def test_dense_bound_in_float64_is_within_1e6():
     for i, (kshape, input_shape, flax_kwargs) in enumerate(cases):
       kernel = jax.random.normal(jax.random.key(10 + i), kshape, jnp.float64)
       truth = float(np.linalg.norm(dense(kernel, input_shape, **flax_kwargs), 2))
-      kwargs = _snjax_kwargs(flax_kwargs)
-      gram = snjax.lipschitz.conv_norm_bound(kernel, input_shape, **kwargs)
-      svd = snjax.lipschitz.conv_norm_bound(kernel, input_shape, method='svd', **kwargs)
+      spec = spec_of(input_shape, **flax_kwargs)
+      gram = snjax.lipschitz.conv_norm_bound(kernel, spec)
+      svd = snjax.lipschitz.conv_norm_bound(kernel, spec, method='svd')
       assert gram.dtype == jnp.float64
       assert truth <= float(gram) <= truth * (1 + 1e-6), kshape
       assert truth <= float(svd) <= truth * (1 + 1e-9), kshape
@@ -151,9 +158,9 @@ def test_dense_bound_in_float64_is_within_1e6():
 
 def test_dense_bound_jit_gradient_and_zero_kernel():
   kernel = _kernel(4, (3, 3, 2, 3))
-  shape = (5, 5, 2)
-  f = jax.jit(lambda k: snjax.lipschitz.conv_norm_bound(k, shape, padding='SAME'))
-  np.testing.assert_allclose(float(f(kernel)), float(snjax.lipschitz.conv_norm_bound(kernel, shape)), rtol=1e-6)
+  spec = snjax.ConvSpec((5, 5, 2), padding='SAME')
+  f = jax.jit(lambda k: snjax.lipschitz.conv_norm_bound(k, spec))
+  np.testing.assert_allclose(float(f(kernel)), float(snjax.lipschitz.conv_norm_bound(kernel, spec)), rtol=1e-6)
   # The gradient: 1-homogeneity (vdot(grad, K) = bound) and a central difference along a random direction.
   grad = jax.grad(f)(kernel)
   np.testing.assert_allclose(float(jnp.vdot(grad, kernel)), float(f(kernel)), rtol=1e-3)
@@ -169,60 +176,36 @@ def test_dense_bound_jit_gradient_and_zero_kernel():
 def test_operator_choice_and_dense_limit():
   kernel = _kernel(5, (3, 3, 2, 2))
   shape = (6, 6, 2)  # min(in_dim, out_dim) = 72
+  same, circular, reflect = (snjax.ConvSpec(shape, padding=p) for p in ('SAME', 'CIRCULAR', 'REFLECT'))
+  bound, describe = snjax.lipschitz.conv_norm_bound, snjax.lipschitz.conv_bound_description
   truth_circ = float(np.linalg.norm(dense(kernel, shape, padding='CIRCULAR'), 2))
   # Circular: the FFT blocks are exact already, and the dense path agrees.
-  assert snjax.lipschitz._bounds.conv_bound_description(kernel.shape, shape, padding='CIRCULAR')[1].startswith(
-    'circular'
-  )
-  b_dense = float(snjax.lipschitz.conv_norm_bound(kernel, shape, padding='CIRCULAR', operator='dense', method='svd'))
+  assert describe(kernel.shape, circular)[1].startswith('circular')
+  b_dense = float(bound(kernel, circular, operator='dense', method='svd'))
   assert truth_circ <= b_dense <= truth_circ * (1 + 1e-4)
   # Zero padding above dense_limit falls back to the embedding (looser, still above).
   truth = float(np.linalg.norm(dense(kernel, shape, padding='SAME'), 2))
-  small = float(snjax.lipschitz.conv_norm_bound(kernel, shape))
-  large = float(snjax.lipschitz.conv_norm_bound(kernel, shape, dense_limit=71))
+  small = float(bound(kernel, same))
+  large = float(bound(kernel, same, dense_limit=71))
   assert truth <= small < large
-  assert 'embedding' in snjax.lipschitz._bounds.conv_bound_description(kernel.shape, shape, dense_limit=71)[1]
-  assert 'exact Gram matrix (72x72)' in snjax.lipschitz._bounds.conv_bound_description(kernel.shape, shape)[1]
+  assert 'embedding' in describe(kernel.shape, same, dense_limit=71)[1]
+  assert 'exact Gram matrix (72x72)' in describe(kernel.shape, same)[1]
   # REFLECT: certified through the dense Gram matrix when small, a clear error when it is not.
   truth_reflect = float(np.linalg.norm(dense(kernel, shape, padding='REFLECT'), 2))
-  assert (
-    truth_reflect <= float(snjax.lipschitz.conv_norm_bound(kernel, shape, padding='REFLECT')) <= truth_reflect * 1.001
-  )
+  assert truth_reflect <= float(bound(kernel, reflect)) <= truth_reflect * 1.001
   with pytest.raises(ValueError, match='REFLECT.*dense_limit=10'):
-    snjax.lipschitz.conv_norm_bound(kernel, shape, padding='REFLECT', dense_limit=10)
+    bound(kernel, reflect, dense_limit=10)
   with pytest.raises(ValueError, match='operator'):
-    snjax.lipschitz.conv_norm_bound(kernel, shape, operator='toeplitz')
+    bound(kernel, same, operator='toeplitz')
   with pytest.raises(ValueError, match='dense_limit'):
-    snjax.lipschitz.conv_norm_bound(kernel, shape, dense_limit=-1)
+    bound(kernel, same, dense_limit=-1)
   with pytest.raises(ValueError, match='n_iterations'):
-    snjax.lipschitz.conv_norm_bound(kernel, shape, n_iterations=2.5)
-
-
-def test_gram_iteration_on_matrices():
-  rng = np.random.default_rng(0)
-  m = rng.standard_normal((5, 7, 4)) + 1j * rng.standard_normal((5, 7, 4))
-  sv = np.linalg.norm(m, 2, axis=(-2, -1))
-  previous = np.full(5, np.inf)
-  for t in range(0, 8):
-    b = np.asarray(snjax.lipschitz.gram_iteration_bound(jnp.asarray(m, jnp.complex64), t))
-    assert np.all(b >= sv * (1 - 1e-5))
-    assert np.all(b <= previous * (1 + 1e-5))  # monotone: each iteration tightens
-    previous = b
-  np.testing.assert_allclose(previous, sv, rtol=1e-3)
-  # t = 0 is the Frobenius norm; a zero matrix gives 0 and a finite gradient.
-  np.testing.assert_allclose(
-    snjax.lipschitz.gram_iteration_bound(jnp.asarray(m.real), 0), np.linalg.norm(m.real, axis=(-2, -1)), rtol=1e-5
-  )
-  assert float(snjax.lipschitz.gram_iteration_bound(jnp.zeros((3, 3)), 5)) == 0.0
-  g = jax.grad(lambda w: snjax.lipschitz.gram_iteration_bound(w, 5))(jnp.zeros((3, 3)))
-  assert np.all(np.isfinite(g))
-  w = jnp.asarray(rng.standard_normal((6, 4)), jnp.float32)
-  assert float(snjax.lipschitz.matrix_norm_bound(w)) >= float(np.linalg.norm(np.asarray(w, np.float64), 2))
+    bound(kernel, same, n_iterations=2.5)
 
 
 def test_bound_is_differentiable_and_jittable():
   kernel = _kernel(3, (3, 3, 2, 2))
-  f = jax.jit(lambda k: snjax.lipschitz.conv_norm_bound(k, (6, 6, 2), padding='CIRCULAR'))
+  f = jax.jit(lambda k: snjax.lipschitz.conv_norm_bound(k, snjax.ConvSpec((6, 6, 2), padding='CIRCULAR')))
   grad = jax.grad(f)(kernel)
   assert np.all(np.isfinite(grad))
   # d bound / dK along K itself: the bound is 1-homogeneous in K.
@@ -232,16 +215,17 @@ def test_bound_is_differentiable_and_jittable():
 def test_unsupported_geometries_raise():
   kernel = _kernel(0, (3, 3, 2, 2))
   with pytest.raises(ValueError, match='REFLECT'):
-    snjax.lipschitz.conv_norm_bound(kernel, (6, 6, 2), padding='REFLECT', operator='fourier')
+    snjax.lipschitz.conv_norm_bound(kernel, snjax.ConvSpec((6, 6, 2), padding='REFLECT'), operator='fourier')
+  odd = snjax.ConvSpec((7, 6, 2), strides=2, padding='CIRCULAR')
   with pytest.raises(ValueError, match='must divide'):
-    snjax.lipschitz.circular_conv_singular_values(kernel, (7, 6, 2), strides=2)
+    snjax.lipschitz.circular_conv_singular_values(kernel, odd)
   with pytest.raises(ValueError, match='method'):
-    snjax.lipschitz.conv_norm_bound(kernel, (6, 6, 2), method='power')
+    snjax.lipschitz.conv_norm_bound(kernel, snjax.ConvSpec((6, 6, 2)), method='power')
   with pytest.raises(ValueError, match='n_iterations'):
     snjax.lipschitz.gram_iteration_bound(jnp.eye(3), -1)
   # A stride that does not divide a circular input: the FFT bound drops it (still an upper bound); the default,
   # the dense Gram matrix, is tight.
   truth = float(np.linalg.norm(dense(kernel, (7, 6, 2), padding='CIRCULAR', strides=2), 2))
-  fft = float(snjax.lipschitz.conv_norm_bound(kernel, (7, 6, 2), padding='CIRCULAR', strides=2, operator='fourier'))
-  default = float(snjax.lipschitz.conv_norm_bound(kernel, (7, 6, 2), padding='CIRCULAR', strides=2))
+  fft = float(snjax.lipschitz.conv_norm_bound(kernel, odd, operator='fourier'))
+  default = float(snjax.lipschitz.conv_norm_bound(kernel, odd))
   assert truth <= default <= truth * (1 + 1e-3) and default <= fft

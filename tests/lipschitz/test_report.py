@@ -1,4 +1,4 @@
-"""snjax.report: per-layer reshaped norm, operator norm and certified bound, against dense references."""
+"""snjax.lipschitz.lipschitz_report: per-layer reshaped norm, operator norm and certified bound, against dense SVDs."""
 
 import math
 
