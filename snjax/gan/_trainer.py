@@ -102,8 +102,19 @@ def gan_trainer(
   r1_weight * R1`` with D the spectrally normalized critic
   ``critic_apply(sn_apply(critic_params, sn_state)[0], .)`` (Miyato et al.
   2018, https://arxiv.org/abs/1802.05957); the generator minimizes
-  ``loss.generator(D(G(z)))``. See the module docstring for how the
-  spectral-norm state is advanced and what happens on a non-finite loss.
+  ``loss.generator(D(G(z)))``.
+
+  Spectral normalization: each critic update runs ``sn_apply(...,
+  update=True)`` once, inside the differentiated loss (the gradient flows
+  through sigma), and its new u vectors and sigmas become the state's
+  ``sn_state``; a generator update trains against the current normalized
+  critic (a fresh sigma of the current weights) without advancing
+  ``sn_state``; ``critic_scores`` uses the stored sigma (``update=False``).
+
+  Non-finite values: a step whose loss, gradients, new params or optimizer
+  states are not all finite returns its input state unchanged (bit for bit;
+  the RNG is not advanced either) with ``metrics['finite'] = False``; a
+  ``train_step`` is all or nothing over its ``n_critic + 1`` updates.
 
   Metrics (a flat dict of scalars): ``critic_loss`` (the total minimized),
   ``critic_adversarial_loss``, ``gradient_penalty`` / ``r1_penalty`` (when
