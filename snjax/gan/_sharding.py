@@ -4,10 +4,10 @@ The same code runs on one device, on 8 CPU devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=8``), on a GPU host or on
 a TPU pod slice::
 
-  mesh = snjax.data_mesh()                                  # every device, axis 'data'
-  trainer = snjax.gan_trainer(..., mesh=mesh)
+  mesh = snjax.gan.data_mesh()                              # every device, axis 'data'
+  trainer = snjax.gan.gan_trainer(..., mesh=mesh)
   state = trainer.init(key, g_params, c_params)            # replicated on the mesh
-  state, metrics = trainer.train_step(state, snjax.shard_batch(real, mesh))
+  state, metrics = trainer.train_step(state, snjax.gan.shard_batch(real, mesh))
 
 The batch is split along the ``'data'`` axis; params, optimizer states, the
 spectral-norm u vectors and the RNG are replicated. jit (GSPMD) inserts the
@@ -23,6 +23,11 @@ part of the batch (its ``B / jax.process_count()`` examples): it assembles
 the global array with ``jax.make_array_from_process_local_data``. Run the
 same program on every process, and save checkpoints from every process (Orbax
 coordinates the writes).
+
+Two kinds of placement: :func:`shard_batch` and :func:`replicate` put arrays
+on the devices (``jax.device_put``, outside ``jit``); :func:`constrain_to_batch`
+and :func:`constrain_replicated` tell the compiler, inside a jitted step, how
+the values it computes are laid out (``jax.lax.with_sharding_constraint``).
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = 'dat
 
   Returns:
     A ``jax.sharding.Mesh`` of shape ``(len(devices),)``.
+
+  Raises:
+    ValueError: ``devices`` is empty.
   """
   devices = jax.devices() if devices is None else list(devices)
   if not devices:
@@ -54,25 +62,51 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = 'dat
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-  """The sharding that puts a full copy on every device of ``mesh``."""
+  """The sharding that puts a full copy on every device of ``mesh``.
+
+  Args:
+    mesh: the mesh.
+
+  Returns:
+    ``NamedSharding(mesh, PartitionSpec())``.
+  """
   return NamedSharding(mesh, PartitionSpec())
 
 
 def batch_sharding(mesh: Mesh, *, batch_axis: int = 0, axis_name: str = 'data') -> NamedSharding:
   """The sharding that splits array axis ``batch_axis`` over mesh axis ``axis_name``.
 
-  Use ``batch_axis=1`` for stacked real batches ``(n_critic, B, ...)``.
+  Args:
+    mesh: the mesh.
+    batch_axis: the array axis to split; ``1`` for stacked real batches ``(n_critic, B, ...)``.
+    axis_name: the mesh axis.
+
+  Returns:
+    ``NamedSharding(mesh, PartitionSpec(None, ..., axis_name))`` with ``batch_axis`` leading ``None``.
   """
   return NamedSharding(mesh, PartitionSpec(*([None] * batch_axis), axis_name))
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-  """Places every leaf of ``tree`` (e.g. a :class:`snjax.GANTrainState`) on every device of ``mesh``."""
+  """Places every leaf of ``tree`` (e.g. a :class:`snjax.gan.GANTrainState`) on every device of ``mesh``.
+
+  Outside ``jit``: ``jax.device_put`` (inside a jitted function, use :func:`constrain_replicated`).
+
+  Args:
+    tree: a pytree of arrays.
+    mesh: the mesh.
+
+  Returns:
+    The same pytree, each leaf a ``jax.Array`` with a full copy on every device.
+  """
   return jax.device_put(tree, replicated(mesh))
 
 
 def shard_batch(batch: PyTree, mesh: Mesh, *, batch_axis: int = 0, axis_name: str = 'data') -> PyTree:
   """Splits each array of ``batch`` along ``batch_axis`` over the mesh axis ``axis_name``.
+
+  Outside ``jit``: the arrays are placed on the devices (inside a jitted
+  function, use :func:`constrain_to_batch`).
 
   In a single process ``batch`` is the global batch. With several processes
   (``jax.process_count() > 1``) it is this process's local part, and the
@@ -111,3 +145,41 @@ def shard_batch(batch: PyTree, mesh: Mesh, *, batch_axis: int = 0, axis_name: st
     return jax.device_put(x, sharding)
 
   return jax.tree_util.tree_map(put, batch)
+
+
+def constrain_to_batch(x: jax.Array, mesh: Mesh | None, axis_name: str = 'data') -> jax.Array:
+  """Inside ``jit``: constrains ``x`` to be split along its first axis over the mesh axis ``axis_name``.
+
+  A ``jax.lax.with_sharding_constraint`` with :func:`batch_sharding`; the
+  compiler (GSPMD) lays out ``x`` accordingly and inserts the communication
+  around it. (Outside ``jit``, :func:`shard_batch` places the data.)
+
+  Args:
+    x: an array with a leading batch axis, traced or concrete.
+    mesh: the mesh, or ``None`` (then ``x`` is returned as it is).
+    axis_name: the mesh axis the batch is split along.
+
+  Returns:
+    ``x``, with the sharding constraint.
+  """
+  if mesh is None:
+    return x
+  return jax.lax.with_sharding_constraint(x, batch_sharding(mesh, axis_name=axis_name))
+
+
+def constrain_replicated(tree: PyTree, mesh: Mesh | None) -> PyTree:
+  """Inside ``jit``: constrains every leaf of ``tree`` to a full copy on every device of ``mesh``.
+
+  A ``jax.lax.with_sharding_constraint`` with :func:`replicated`. (Outside
+  ``jit``, :func:`replicate` places the data.)
+
+  Args:
+    tree: a pytree of arrays (e.g. a training state), traced or concrete.
+    mesh: the mesh, or ``None`` (then ``tree`` is returned as it is).
+
+  Returns:
+    ``tree``, with the sharding constraint on each leaf.
+  """
+  if mesh is None:
+    return tree
+  return jax.lax.with_sharding_constraint(tree, replicated(mesh))

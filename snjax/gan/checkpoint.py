@@ -1,7 +1,9 @@
 """Checkpoints of a training state with Orbax: every K steps, atomic, the last N kept, exact resume.
 
 An extra (``pip install 'snjax[train]'``): this is the only snjax module that
-imports ``orbax.checkpoint``, and ``import snjax`` does not import it.
+imports ``orbax.checkpoint``, and neither ``import snjax`` nor ``import
+snjax.gan`` imports it. Without Orbax, importing this module raises an
+``ImportError`` that names the extra.
 
 ::
 
@@ -36,7 +38,14 @@ from typing import Any
 import flax.serialization
 import jax
 import jax.numpy as jnp
-import orbax.checkpoint as ocp
+
+from snjax._options import check_int
+from snjax.gan._updates import all_finite
+
+try:
+  import orbax.checkpoint as ocp
+except ImportError as e:
+  raise ImportError("snjax.gan.checkpoint needs orbax-checkpoint: pip install 'snjax[train]'") from e
 
 PyTree = Any
 
@@ -45,7 +54,7 @@ _SIGNATURE = 'signature'
 
 
 class NonFiniteStateError(ValueError):
-  """Raised by :meth:`Checkpointer.save` for a state holding NaN or inf."""
+  """Raised by :meth:`Checkpointer.save` for a state holding NaN or inf (nothing is written)."""
 
 
 def _signature(tree: PyTree) -> dict[str, list]:
@@ -56,13 +65,8 @@ def _signature(tree: PyTree) -> dict[str, list]:
   return out
 
 
-@jax.jit
-def _all_finite(tree):
-  ok = jnp.asarray(True)
-  for leaf in jax.tree_util.tree_leaves(tree):
-    if jnp.issubdtype(leaf.dtype, jnp.inexact):
-      ok = ok & jnp.all(jnp.isfinite(leaf))
-  return ok
+# The same test as the train steps' guard: every floating leaf finite.
+_all_finite = jax.jit(all_finite)
 
 
 def _compare(saved: dict, expected: dict, where: str) -> None:
@@ -89,15 +93,22 @@ def _compare(saved: dict, expected: dict, where: str) -> None:
 
 
 class Checkpointer:
-  """Saves and restores a training state (any pytree, e.g. :class:`snjax.GANTrainState`) with Orbax.
+  """Saves and restores a training state (any pytree, e.g. :class:`snjax.gan.GANTrainState`) with Orbax.
+
+  Use it as a context manager (or call :meth:`close`), so that pending saves
+  finish.
 
   Args:
     directory: where the step directories go (created if missing).
     save_interval_steps: :meth:`save` writes only at steps that are a multiple
-      of this (K).
-    max_to_keep: keep the last N checkpoints, delete older ones.
+      of this (K), >= 1.
+    max_to_keep: keep the last N checkpoints (>= 1), delete older ones;
+      ``None`` keeps all.
     async_save: write in a background thread (call :meth:`wait_until_finished`
       or :meth:`close` before reading the files); default synchronous.
+
+  Raises:
+    ValueError: ``save_interval_steps`` or ``max_to_keep`` out of range.
   """
 
   def __init__(
@@ -108,10 +119,9 @@ class Checkpointer:
     max_to_keep: int | None = 3,
     async_save: bool = False,
   ):
-    if isinstance(save_interval_steps, bool) or not isinstance(save_interval_steps, int) or save_interval_steps < 1:
-      raise ValueError(f'save_interval_steps must be an int >= 1, got {save_interval_steps!r}.')
-    if max_to_keep is not None and (not isinstance(max_to_keep, int) or max_to_keep < 1):
-      raise ValueError(f'max_to_keep must be None or an int >= 1, got {max_to_keep!r}.')
+    save_interval_steps = check_int('save_interval_steps', save_interval_steps, 1)
+    if max_to_keep is not None:
+      max_to_keep = check_int('max_to_keep (None to keep all)', max_to_keep, 1)
     self.directory = os.fspath(os.path.abspath(directory))
     options = ocp.CheckpointManagerOptions(
       save_interval_steps=save_interval_steps,

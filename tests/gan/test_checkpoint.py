@@ -1,4 +1,4 @@
-"""Tests of snjax.checkpoint: interval and retention, bit-exact resume (also after a real SIGKILL), bad input."""
+"""Tests of snjax.gan.checkpoint: interval and retention, bit-exact resume (also after a real SIGKILL), bad input."""
 
 import os
 import signal
@@ -173,8 +173,10 @@ def test_empty_directory_restores_the_template_and_bad_options(tmp_path):
     assert ckpt.restore(template) is template and ckpt.latest_step() is None
   with pytest.raises(ValueError, match='save_interval_steps must be an int >= 1'):
     Checkpointer(tmp_path, save_interval_steps=0)
-  with pytest.raises(ValueError, match='max_to_keep must be None or an int >= 1'):
+  with pytest.raises(ValueError, match=r'max_to_keep \(None to keep all\) must be an int >= 1'):
     Checkpointer(tmp_path, max_to_keep=0)
+  with pytest.raises(ValueError, match='save_interval_steps must be an int >= 1, got True'):
+    Checkpointer(tmp_path, save_interval_steps=True)
 
 
 def test_core_imports_without_orbax():
@@ -186,6 +188,39 @@ def test_core_imports_without_orbax():
   env = _env()
   proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _python(code):
+  return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=_env(), timeout=300)
+
+
+def test_snjax_and_snjax_gan_do_not_import_orbax():
+  """In a fresh process, with Orbax installed: neither import loads it (only snjax.gan.checkpoint does)."""
+  code = (
+    'import sys, snjax, snjax.gan\n'
+    "assert not [m for m in sys.modules if m.split('.')[0] == 'orbax'], 'orbax imported'\n"
+    'import snjax.gan.checkpoint\n'
+    "assert 'orbax.checkpoint' in sys.modules\n"
+  )
+  proc = _python(code)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_checkpoint_without_orbax_names_the_extra():
+  """Without Orbax, importing snjax.gan.checkpoint says which extra to install, chained from the ImportError."""
+  code = (
+    "import sys; sys.modules['orbax'] = None; sys.modules['orbax.checkpoint'] = None\n"
+    'try:\n'
+    '  import snjax.gan.checkpoint\n'
+    'except ImportError as e:\n'
+    "  print('MESSAGE', e)\n"
+    "  print('CAUSE', type(e.__cause__).__name__)\n"
+  )
+  proc = _python(code)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = proc.stdout.splitlines()
+  assert "MESSAGE snjax.gan.checkpoint needs orbax-checkpoint: pip install 'snjax[train]'" in lines
+  assert 'CAUSE ModuleNotFoundError' in lines
 
 
 def test_nonfinite_step_then_save_keeps_the_last_good_checkpoint(run_ns, tmp_path):

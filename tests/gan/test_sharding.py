@@ -1,4 +1,4 @@
-"""Data parallel: the GAN step on a mesh of 8 CPU devices matches the single-device step; u is replicated.
+"""Tests of snjax.gan._sharding: the GAN step on 8 CPU devices matches one device; u is replicated; the helpers.
 
 The 8-device part runs in a subprocess, since
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` must be set before jax
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import snjax
+from snjax.gan._sharding import constrain_replicated, constrain_to_batch
 
 _SCRIPT = textwrap.dedent(
   """
@@ -81,6 +82,15 @@ _SCRIPT = textwrap.dedent(
           snjax.gan.shard_batch(np.zeros((12, 2), np.float32), mesh)
         except ValueError as e:
           out['shard_error'] = str(e)
+    # Inside jit: the constraints lay out what the step computes (the batch split, the state copied).
+    from snjax.gan._sharding import constrain_replicated, constrain_to_batch
+    x = jnp.arange(16 * 2, dtype=jnp.float32).reshape(16, 2)
+    split = jax.jit(lambda v: constrain_to_batch(v * 2, mesh8))(x)
+    copied = jax.jit(lambda v: constrain_replicated({'a': v * 2}, mesh8))(x)['a']
+    out['constrained_split'] = [len(split.addressable_shards), list(split.addressable_shards[0].data.shape)]
+    out['constrained_replicated'] = copied.sharding.is_fully_replicated and len(copied.sharding.device_set) == 8
+    out['constrained_values'] = bool(np.array_equal(np.asarray(split), 2 * np.asarray(x))) and bool(
+        np.array_equal(np.asarray(copied), 2 * np.asarray(x)))
     print('RESULT' + json.dumps(out))
     """
 )
@@ -114,6 +124,9 @@ def test_eight_devices_match_one_device_and_replicas_stay_identical():
   # Batches the mesh cannot split are clear errors.
   assert 'batch size 12 is not divisible by the 8 devices' in result['indivisible']
   assert 'the batch size must be a multiple of the device count' in result['shard_error']
+  # In-jit constraints: a (16, 2) batch split into eight (2, 2) shards; a replicated result on all 8 devices.
+  assert result['constrained_split'] == [8, [2, 2]]
+  assert result['constrained_replicated'] and result['constrained_values']
 
 
 def test_helpers_on_this_process_devices():
@@ -126,3 +139,17 @@ def test_helpers_on_this_process_devices():
   assert tree['a'].sharding.is_fully_replicated
   with pytest.raises(ValueError, match="axis_name 'batch' is not an axis of the mesh"):
     snjax.gan.shard_batch(x, mesh, axis_name='batch')
+
+
+def test_constraints_are_the_identity_without_a_mesh_and_keep_values_with_one():
+  x = np.arange(4 * len(jax.devices()) * 3, dtype=np.float32).reshape(-1, 3)
+  tree = {'a': x, 'b': [x[:1]]}
+  assert constrain_to_batch(x, None) is x and constrain_replicated(tree, None) is tree
+  mesh = snjax.gan.data_mesh()
+  split = jax.jit(lambda v: constrain_to_batch(v + 1, mesh))(x)
+  copied = jax.jit(lambda t: constrain_replicated(t, mesh))(tree)
+  np.testing.assert_array_equal(np.asarray(split), x + 1)
+  assert split.sharding.is_equivalent_to(snjax.gan.batch_sharding(mesh), x.ndim)
+  assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree_util.tree_leaves(copied))
+  with pytest.raises(ValueError, match='batch'):  # the axis name reaches the constraint (the mesh has none such)
+    jax.jit(lambda v: constrain_to_batch(v, mesh, 'batch'))(x)
