@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   Raises:
     SystemExit: from argparse, for ``--help`` or a command line it cannot parse (status 2).
   """
-  args = _parser().parse_args(argv)
+  args = make_parser().parse_args(argv)
   if args.command == 'demo':
     from snjax.app import demo
 
@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   return _run_train(args)
 
 
-def _parser() -> argparse.ArgumentParser:
+def make_parser() -> argparse.ArgumentParser:
+  """The ``snjax`` parser: the ``demo`` and ``train`` subcommands, abbreviations of flags refused."""
   parser = argparse.ArgumentParser(
     prog='snjax', description='Spectral normalization for JAX and Flax.', allow_abbrev=False
   )

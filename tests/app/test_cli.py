@@ -14,7 +14,7 @@ from snjax.app.config import CHOICES, DEFAULTS, TrainConfig
 
 
 def _train_args(argv):
-  return cli._parser().parse_args(['train', *argv])
+  return cli.make_parser().parse_args(['train', *argv])
 
 
 def test_every_config_field_is_a_flag_of_its_type():
