@@ -1,105 +1,175 @@
-"""The ``snjax`` command line."""
+"""The ``snjax`` command line: ``snjax train`` (an SN-GAN run, :mod:`snjax.app.run`) and ``snjax demo``.
+
+The flags of ``snjax train`` are made from the fields of
+:class:`snjax.app.config.TrainConfig` (:func:`add_config_flags`): the field
+``batch_size`` is the flag ``--batch-size``, typed by the field's annotation,
+explained by the field's entry under the class docstring's Attributes, limited
+to :data:`snjax.app.config.CHOICES` where it names something. A flag left out
+takes the data set's default recipe (:data:`snjax.app.config.DEFAULTS`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
+import inspect
+import re
 import sys
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from snjax.app.config import CHOICES, DEFAULTS, TrainConfig
+
+TRAIN_EXTRAS = ('orbax.checkpoint', 'tqdm', 'sklearn', 'matplotlib')
+"""The modules ``snjax train`` needs beyond the library's own dependencies (the ``snjax[train]`` extra)."""
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='snjax', description='Spectral normalization for JAX and Flax.')
-  sub = parser.add_subparsers(dest='command', required=True)
-  demo = sub.add_parser('demo', help="normalize a Flax critic and print each layer's sigma against the SVD")
-  demo.add_argument('--seed', type=int, default=0)
-  demo.add_argument('--steps', type=int, default=3)
-  _add_train_parser(sub)
-  args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the ``snjax`` command line.
+
+  Args:
+    argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+  Returns:
+    The exit status: 0 on success, 1 when the ``snjax[train]`` extra is missing, 2 for an invalid option, an
+    unusable run folder or a diverged run (the message on stderr).
+
+  Raises:
+    SystemExit: from argparse, for ``--help`` or a command line it cannot parse (status 2).
+  """
+  args = make_parser().parse_args(argv)
   if args.command == 'demo':
-    from snjax.app import demo as demo_mod
+    from snjax.app import demo
 
-    return demo_mod.main(seed=args.seed, steps=args.steps)
-  if args.command == 'train':
-    return _run_train(args)
-  parser.error(f'unknown command {args.command!r}')
-  return 2
+    return demo.main(seed=args.seed, steps=args.steps)
+  return _run_train(args)
 
 
-_DATASETS = ('grid25', 'ring8', 'digits')
-_LOSSES = ('hinge', 'wasserstein', 'non_saturating')
-
-
-def _add_train_parser(sub) -> None:
+def make_parser() -> argparse.ArgumentParser:
+  """The ``snjax`` parser: the ``demo`` and ``train`` subcommands, abbreviations of flags refused."""
+  parser = argparse.ArgumentParser(
+    prog='snjax', description='Spectral normalization for JAX and Flax.', allow_abbrev=False
+  )
+  sub = parser.add_subparsers(dest='command', required=True)
+  demo = sub.add_parser(
+    'demo', help="normalize a Flax critic and print each layer's sigma against the SVD", allow_abbrev=False
+  )
+  demo.add_argument('--seed', type=int, default=0, help='seed of the params and the power iteration (default: 0)')
+  demo.add_argument('--steps', type=int, default=3, help='training calls of sn_apply (default: 3)')
   train = sub.add_parser(
     'train',
     help='train an SN-GAN on an embedded data set (2-D Gaussian grid or ring, 8x8 digits)',
     description='Train a GAN with a spectrally normalized critic on embedded data, data-parallel on every visible '
     'device; writes samples.npy, samples.png, curves.png, metrics.json and Orbax checkpoints to --out. '
-    "Options left out take the data set's default recipe (snjax.train.DEFAULTS).",
+    "Options left out take the data set's default recipe (snjax.app.config.DEFAULTS).",
+    allow_abbrev=False,
   )
-  train.add_argument('--dataset', choices=_DATASETS, default='grid25', help='the data set (default: grid25)')
-  train.add_argument('--steps', type=int, help='generator updates')
-  train.add_argument('--seed', type=int, default=0, help='seed of everything (default: 0)')
+  add_config_flags(train, TrainConfig, choices=CHOICES, recipes=DEFAULTS)
   train.add_argument('--out', help='run folder (default: runs/<dataset>_seed<seed>)')
   train.add_argument('--resume', action='store_true', help='continue the run in --out from its latest checkpoint')
   train.add_argument('--force', action='store_true', help='delete a run already in --out and start again')
-  train.add_argument('--batch-size', type=int, help='examples per batch, split over the devices')
-  train.add_argument('--n-critic', type=int, help='critic updates per generator update')
-  train.add_argument('--loss', choices=_LOSSES, help='GAN loss')
-  train.add_argument('--lr-critic', type=float, help='Adam learning rate of the critic')
-  train.add_argument('--lr-generator', type=float, help='Adam learning rate of the generator')
-  train.add_argument(
-    '--lr-decay', type=float, help='fraction of the run, at its end, over which the learning rates fall linearly to 0'
-  )
-  train.add_argument('--beta1', type=float, help='Adam beta1')
-  train.add_argument('--beta2', type=float, help='Adam beta2')
-  train.add_argument('--latent-dim', type=int, help='latent dimension')
-  train.add_argument('--width', type=int, help='hidden units (MLP) or base channels (conv)')
-  train.add_argument('--depth', type=int, help='hidden layers of the MLPs')
-  train.add_argument('--activation', help="the MLP generator's activation (relu, leaky_relu, elu, silu, tanh)")
-  train.add_argument('--target-norm', type=float, help='spectral norm of each normalized critic weight')
-  train.add_argument('--fourier-features', type=int, help="fixed Fourier embedding of the MLP critic's input (0: off)")
-  train.add_argument('--fourier-scale', type=float, help='standard deviation of the Fourier frequencies')
-  train.add_argument('--ema-decay', type=float, help='generator EMA decay (0: off)')
-  train.add_argument('--log-every', type=int, help='steps per progress update and history entry')
-  train.add_argument('--checkpoint-every', type=int, help='steps between checkpoints (a multiple of --log-every)')
   train.add_argument('--quiet', action='store_true', help='no progress bar and no summary')
+  return parser
 
 
-def _run_train(args) -> int:
-  options = {
-    k: getattr(args, k)
-    for k in (
-      'steps',
-      'seed',
-      'batch_size',
-      'n_critic',
-      'loss',
-      'lr_critic',
-      'lr_generator',
-      'lr_decay',
-      'beta1',
-      'beta2',
-      'latent_dim',
-      'width',
-      'depth',
-      'activation',
-      'target_norm',
-      'fourier_features',
-      'fourier_scale',
-      'ema_decay',
-      'log_every',
-      'checkpoint_every',
-    )
-  }
+def add_config_flags(
+  parser: argparse.ArgumentParser,
+  config_class: type,
+  *,
+  choices: Mapping[str, Sequence[str]] | None = None,
+  recipes: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+  """Adds one flag per field of the dataclass ``config_class``: ``--batch-size`` for ``batch_size``.
+
+  A flag's value is parsed by the field's annotation (``int``, ``float``, ``str``; a ``bool`` gets
+  ``--x`` / ``--no-x``), its help is the field's entry under Attributes in the class docstring, followed by its
+  default. A field that a recipe sets defaults to ``None`` (left out, it takes the recipe's value); any other
+  field defaults to its own default.
+
+  Args:
+    parser: the parser (or subparser) to add the flags to.
+    config_class: a dataclass whose docstring documents every field under ``Attributes:``.
+    choices: the accepted values of some fields, by field name.
+    recipes: named sets of field values (:data:`snjax.app.config.DEFAULTS`); their values appear in the help.
+
+  Raises:
+    TypeError: a field of a type the command line cannot parse, or a field without an entry under Attributes.
+  """
+  choices, recipes = choices or {}, recipes or {}
+  types = typing.get_type_hints(config_class)
+  docs = field_docs(config_class)
+  for field in dataclasses.fields(config_class):
+    name, kind = field.name, types[field.name]
+    if name not in docs:
+      raise TypeError(f'{config_class.__name__}.{name} has no entry under Attributes in the class docstring.')
+    in_recipe = any(name in recipe for recipe in recipes.values())
+    help_text = f'{docs[name].rstrip(".")} (default: {_default_text(name, field.default, recipes)})'.replace('%', '%%')
+    flag = '--' + name.replace('_', '-')
+    default = None if in_recipe else field.default
+    if kind is bool:
+      parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+    elif kind in (int, float, str):
+      parser.add_argument(flag, dest=name, type=kind, choices=choices.get(name), default=default, help=help_text)
+    else:
+      raise TypeError(f'{config_class.__name__}.{name}: no command-line flag for a field of type {kind!r}.')
+
+
+def _default_text(name: str, default: Any, recipes: Mapping[str, Mapping[str, Any]]) -> str:
+  """``'16000; digits: 6000'``: the field's default, then each recipe's different value."""
+  other = [f'{recipe}: {values[name]}' for recipe, values in recipes.items() if values.get(name, default) != default]
+  return '; '.join([str(default), *other])
+
+
+def field_docs(config_class: type) -> dict[str, str]:
+  """Each field's entry under ``Attributes:`` in the class docstring, as one line of plain text.
+
+  Args:
+    config_class: a class with a Google-style docstring.
+
+  Returns:
+    ``{field name: description}``; Sphinx roles and literal quotes are dropped (``:data:`X``` reads ``X``).
+  """
+  docs: dict[str, str] = {}
+  name, in_section = None, False
+  for line in inspect.cleandoc(config_class.__doc__ or '').splitlines():
+    if not in_section:
+      in_section = line.strip() == 'Attributes:'
+      continue
+    if not line.startswith('  '):
+      break
+    entry = re.match(r'  (\w+): (.*)', line)
+    if entry:
+      name = entry[1]
+      docs[name] = entry[2]
+    elif name:
+      docs[name] += ' ' + line.strip()
+  return {k: re.sub(r':\w+:`([^`]*)`', r'\1', v).replace('``', '') for k, v in docs.items()}
+
+
+def _installed(module: str) -> bool:
   try:
-    from snjax.app import run as train_mod
-  except ImportError as e:
-    print(f"snjax train: {e}; install the extra: pip install 'snjax[train]'", file=sys.stderr)
+    return importlib.util.find_spec(module) is not None
+  except ModuleNotFoundError:  # its parent package is missing
+    return False
+
+
+def _run_train(args: argparse.Namespace) -> int:
+  missing = [m for m in TRAIN_EXTRAS if not _installed(m)]
+  if missing:
+    print(
+      f"snjax train: missing module(s) {', '.join(missing)}; install the extra: pip install 'snjax[train]'",
+      file=sys.stderr,
+    )
     return 1
+  from snjax.app import run
+
+  options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != 'dataset'}
   out = args.out or f'runs/{args.dataset}_seed{args.seed}'
   try:
-    config = train_mod.TrainConfig.for_dataset(args.dataset, **options)
-    train_mod.train(config, out, resume=args.resume, force=args.force, progress=not args.quiet)
+    config = TrainConfig.for_dataset(args.dataset, **options)
+    run.train(config, out, resume=args.resume, force=args.force, progress=not args.quiet)
   except (ValueError, FloatingPointError) as e:
     print(f'snjax train: error: {e}', file=sys.stderr)
     return 2

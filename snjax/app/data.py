@@ -12,7 +12,13 @@ scikit-learn (``sklearn.datasets.load_digits``, 1,797 images).
   std 0.01, the same set scaled by one half, so the metrics agree).
 * ``digits``: the 8x8 grey digits scaled from ``[0, 16]`` to ``[-1, 1]``,
   shape ``(N, 8, 8, 1)``, with a fixed stratified train / held-out split used by
-  the classifier of :mod:`snjax.metrics`.
+  the classifier of :mod:`snjax.app.metrics` (scikit-learn's copy of the test
+  set of the UCI "Optical Recognition of Handwritten Digits", Alpaydin &
+  Kaynak 1998,
+  https://archive.ics.uci.edu/ml/datasets/Optical+Recognition+of+Handwritten+Digits).
+
+:func:`get_dataset` turns a name into a data set, :func:`make_sampler` into
+a jittable sampler of real examples.
 """
 
 from __future__ import annotations
@@ -65,7 +71,16 @@ Dataset = GaussianMixture | Digits
 
 
 def gaussian_grid(n_per_side: int = 5, spacing: float = 2.0, std: float = 0.05) -> GaussianMixture:
-  """The ``n_per_side**2`` Gaussians on a square grid centred at 0 (default: the 25-mode grid on ``{-4..4}^2``)."""
+  """The ``n_per_side**2`` Gaussians on a square grid centred at 0 (default: the 25-mode grid on ``{-4..4}^2``).
+
+  Args:
+    n_per_side: modes per row and per column.
+    spacing: the distance between neighbouring centres.
+    std: the standard deviation of every mode.
+
+  Returns:
+    A :class:`GaussianMixture` named ``'grid<K>'``.
+  """
   half = (n_per_side - 1) / 2
   axis = [spacing * (i - half) for i in range(n_per_side)]
   centres = np.array(list(itertools.product(axis, axis)), np.float32)
@@ -73,7 +88,16 @@ def gaussian_grid(n_per_side: int = 5, spacing: float = 2.0, std: float = 0.05) 
 
 
 def gaussian_ring(n_modes: int = 8, radius: float = 2.0, std: float = 0.02) -> GaussianMixture:
-  """``n_modes`` Gaussians evenly spaced on a circle of ``radius`` (default: VEEGAN's ring of 8)."""
+  """``n_modes`` Gaussians evenly spaced on a circle of ``radius`` (default: VEEGAN's ring of 8).
+
+  Args:
+    n_modes: the number of modes; mode ``k`` is at angle ``2 pi k / n_modes``.
+    radius: the circle's radius.
+    std: the standard deviation of every mode.
+
+  Returns:
+    A :class:`GaussianMixture` named ``'ring<K>'``.
+  """
   angle = 2 * np.pi * np.arange(n_modes) / n_modes
   centres = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1).astype(np.float32)
   return GaussianMixture(f'ring{n_modes}', centres, float(std))
@@ -108,6 +132,12 @@ def load_digits(test_fraction: float = 0.3, split_seed: int = 0) -> Digits:
 def get_dataset(name: str) -> Dataset:
   """The data set called ``name`` (one of :data:`DATASETS`).
 
+  Args:
+    name: the data set's name.
+
+  Returns:
+    A :class:`GaussianMixture` or :class:`Digits`.
+
   Raises:
     ValueError: an unknown name.
   """
@@ -121,7 +151,7 @@ def get_dataset(name: str) -> Dataset:
 
 
 def sample_shape(dataset: Dataset) -> tuple[int, ...]:
-  """The shape of one example: ``(2,)`` or ``(8, 8, 1)``."""
+  """The shape of one example of ``dataset``: ``(2,)`` for a mixture, ``(8, 8, 1)`` for the digits."""
   return (2,) if isinstance(dataset, GaussianMixture) else tuple(dataset.images.shape[1:])
 
 
@@ -130,6 +160,12 @@ def make_sampler(dataset: Dataset):
 
   Mixtures: a uniform component, then its centre plus ``std`` times a standard
   normal. Digits: training images drawn uniformly with replacement.
+
+  Args:
+    dataset: a :class:`GaussianMixture` or :class:`Digits`.
+
+  Returns:
+    The sampler, a pure function of its key (a run draws the batch of step ``t`` with ``fold_in(key, t)``).
   """
   if isinstance(dataset, GaussianMixture):
     centres = jnp.asarray(dataset.centres)

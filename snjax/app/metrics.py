@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from snjax.app import data
+
 N_EVAL_SAMPLES = 2500
 """Samples drawn for the metrics, as in VEEGAN and PacGAN."""
 
@@ -160,7 +162,12 @@ class DigitsScorer:
   held-out real digits' scores.
 
   Args:
-    digits: a :class:`snjax.data.Digits`.
+    digits: a :class:`snjax.app.data.Digits`.
+
+  Attributes:
+    n_classes: the classes the classifier knows (10).
+    test_accuracy: its accuracy on the held-out real digits.
+    reference: the scores of the held-out real digits (as returned by a call), with ``classifier_accuracy``.
   """
 
   def __init__(self, digits):
@@ -176,12 +183,15 @@ class DigitsScorer:
     self.reference['classifier_accuracy'] = self.test_accuracy
 
   def features(self, images: np.ndarray) -> np.ndarray:
-    """The classifier's hidden ReLU activations, ``(N, 64)``."""
+    """The classifier's hidden ReLU activations, ``(N, 64)``, of ``(N, ...)`` images of 64 pixels in ``[-1, 1]``."""
     x = np.asarray(images, np.float64).reshape(len(images), -1)
     return np.maximum(x @ self._classifier.coefs_[0] + self._classifier.intercepts_[0], 0.0)
 
   def __call__(self, images: np.ndarray) -> dict[str, Any]:
     """Scores ``(N, 8, 8[, 1])`` images in ``[-1, 1]``.
+
+    Args:
+      images: the images to score, ``N >= 2``.
 
     Returns:
       A dict: ``class_entropy``, ``classes_covered``, ``confidence``,
@@ -213,7 +223,25 @@ class DigitsScorer:
 
 @functools.lru_cache(maxsize=1)
 def digits_scorer() -> DigitsScorer:
-  """The :class:`DigitsScorer` of :func:`snjax.data.load_digits` (fitted once per process)."""
-  from snjax.app.data import load_digits
+  """The :class:`DigitsScorer` of :func:`snjax.app.data.load_digits` (fitted once per process)."""
+  return DigitsScorer(data.load_digits())
 
-  return DigitsScorer(load_digits())
+
+def evaluate(dataset: data.Dataset, samples: np.ndarray) -> dict[str, Any]:
+  """The metrics of a run's samples: :func:`mixture_metrics` for a 2-D mixture, the :class:`DigitsScorer`'s for digits.
+
+  Args:
+    dataset: the data set the run was trained on.
+    samples: the generator's samples, ``(N, 2)`` points or ``(N, 8, 8)`` images.
+
+  Returns:
+    For a mixture, the dict of :func:`mixture_metrics`; for digits, ``{'generated': scores, 'real_held_out':
+    reference}`` (the samples' scores and the held-out real digits', with the classifier's accuracy).
+
+  Raises:
+    ValueError: samples of the wrong shape or with non-finite values.
+  """
+  if isinstance(dataset, data.GaussianMixture):
+    return mixture_metrics(samples, dataset.centres, dataset.std)
+  scorer = digits_scorer()
+  return {'generated': scorer(samples), 'real_held_out': scorer.reference}

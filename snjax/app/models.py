@@ -8,16 +8,23 @@
   3x3 / 4x4 convolutions with leaky ReLU 0.1, no normalization layers, so that
   spectral normalization of every kernel bounds its Lipschitz constant.
 
-The critics score each example independently and return shape ``(B,)``.
+The critics score each example independently and return shape ``(B,)``;
+:func:`make_models` picks the pair for a data set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from snjax.app import data
+
+if TYPE_CHECKING:
+  from snjax.app.config import TrainConfig
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
   'relu': nn.relu,
@@ -101,7 +108,11 @@ class MLPCritic(nn.Module):
 
 
 class ConvGenerator(nn.Module):
-  """``z -> (B, 8, 8, 1)`` in ``[-1, 1]``: dense to 4x4x(2 width), stride-2 transposed conv to 8x8, 3x3 conv, tanh."""
+  """``z -> (B, 8, 8, 1)`` in ``[-1, 1]``: dense to 4x4x(2 width), stride-2 transposed conv to 8x8, 3x3 conv, tanh.
+
+  Attributes:
+    width: the channels of the 8x8 layers (twice as many at 4x4).
+  """
 
   width: int = 64
 
@@ -115,7 +126,11 @@ class ConvGenerator(nn.Module):
 
 
 class ConvCritic(nn.Module):
-  """``(B, 8, 8, 1) -> score (B,)``: 3x3 conv, 4x4 stride-2 conv to 4x4, 3x3 conv, leaky ReLU 0.1, dense."""
+  """``(B, 8, 8, 1) -> score (B,)``: 3x3 conv, 4x4 stride-2 conv to 4x4, 3x3 conv, leaky ReLU 0.1, dense.
+
+  Attributes:
+    width: the channels of the first convolution (twice as many in the others).
+  """
 
   width: int = 64
 
@@ -126,3 +141,24 @@ class ConvCritic(nn.Module):
     h = act(nn.Conv(2 * self.width, (4, 4), strides=(2, 2), padding='SAME')(h))
     h = act(nn.Conv(2 * self.width, (3, 3), padding='SAME')(h))
     return nn.Dense(1)(h.reshape(h.shape[0], -1))[:, 0]
+
+
+def make_models(config: TrainConfig, dataset: data.Dataset) -> tuple[nn.Module, nn.Module]:
+  """The generator and the critic of a run: MLPs for a 2-D mixture, the conv pair for the digits.
+
+  Args:
+    config: the run's configuration (``width``, ``depth``, ``activation``, ``fourier_features``,
+      ``fourier_scale``).
+    dataset: the data set (:func:`snjax.app.data.get_dataset`).
+
+  Returns:
+    ``(generator, critic)``, Flax linen modules, not yet initialized.
+  """
+  if isinstance(dataset, data.GaussianMixture):
+    (out_dim,) = data.sample_shape(dataset)
+    generator = MLPGenerator(config.width, config.depth, out_dim, config.activation)
+    critic = MLPCritic(
+      config.width, config.depth, fourier_features=config.fourier_features, fourier_scale=config.fourier_scale
+    )
+    return generator, critic
+  return ConvGenerator(config.width), ConvCritic(config.width)

@@ -26,9 +26,9 @@ def plot_samples(path: str, dataset, samples: np.ndarray, quality: dict[str, Any
 
   Args:
     path: the PNG file.
-    dataset: a :class:`snjax.data.GaussianMixture` or :class:`snjax.data.Digits`.
+    dataset: a :class:`snjax.app.data.GaussianMixture` or :class:`snjax.app.data.Digits`.
     samples: ``(N, 2)`` points or ``(N, 8, 8)`` images in ``[-1, 1]``.
-    quality: the metrics, shown in the title.
+    quality: the metrics (:func:`snjax.app.metrics.evaluate`), shown in the title.
   """
   plt = _pyplot()
   if samples.ndim == 2:
@@ -72,7 +72,13 @@ def plot_samples(path: str, dataset, samples: np.ndarray, quality: dict[str, Any
 
 
 def plot_curves(path: str, history: list[dict[str, Any]]) -> None:
-  """Writes ``curves.png``: critic and generator losses, and each critic layer's sigma, against the step."""
+  """Writes ``curves.png``: critic and generator losses, and each critic layer's sigma, against the step.
+
+  Args:
+    path: the PNG file.
+    history: the run's history entries (``history.json``): ``step``, ``critic_loss``, ``generator_loss`` and
+      ``sigma/<path>`` of each normalized critic weight.
+  """
   plt = _pyplot()
   fig, (ax_loss, ax_sigma) = plt.subplots(1, 2, figsize=(11, 4))
   if history:
