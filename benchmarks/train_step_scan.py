@@ -14,7 +14,7 @@ emitted loops. This script shows it and times the ways around it:
   ``dim_labels`` in the optimized HLO.
 * ``steps``: ``snjax train``'s models (``digits``: ConvCritic/ConvGenerator on
   8x8; ``grid25``: the MLPs), steps/s of its chunk function
-  (:func:`snjax.train._make_chunk`) in both modes, ``scan`` (one ``lax.scan``
+  (:func:`snjax.app.chunks.make_chunk`) in both modes, ``scan`` (one ``lax.scan``
   over the steps) and ``loop`` (a Python loop over one jitted train step),
   interleaved rounds, medians of wall and CPU time, and the count of
   non-canonical convolutions in each compiled program.
@@ -102,18 +102,23 @@ def micro(rounds: int) -> None:
 
 
 def _machinery(dataset_name: str):
-  from snjax.app import run as T
+  from snjax.app import run
+  from snjax.app import trainer as gan_setup
+  from snjax.app.config import TrainConfig
+  from snjax.gan import data_mesh
 
-  config = T.TrainConfig.for_dataset(dataset_name)
-  mesh = T.data_mesh()
-  dataset, generator, critic, trainer, _ = T._machinery(dataclasses.replace(config, seed=0, steps=1), mesh)
-  state = T._init_state(config, dataset, generator, critic, trainer)
-  return T, config, dataset, trainer, state
+  config = TrainConfig.for_dataset(dataset_name)
+  mesh = data_mesh()
+  dataset, generator, critic, trainer, _ = run._machinery(dataclasses.replace(config, seed=0, steps=1), mesh)
+  state = gan_setup.init_state(config, dataset, generator, critic, trainer)
+  return config, dataset, trainer, state
 
 
-def _one_step_fn(T, config, dataset, trainer):
-  """The jitted program of one ``snjax train`` step (data drawn inside), as in :func:`snjax.train._make_chunk`."""
-  sampler, shape = T._data.make_sampler(dataset), T._data.sample_shape(dataset)
+def _one_step_fn(config, dataset, trainer):
+  """The jitted program of one ``snjax train`` step (data drawn inside), as in :func:`snjax.app.chunks.make_chunk`."""
+  from snjax.app import data
+
+  sampler, shape = data.make_sampler(dataset), data.sample_shape(dataset)
   n, b = config.n_critic, config.batch_size
 
   def one(state, data_key, step):
@@ -124,9 +129,12 @@ def _one_step_fn(T, config, dataset, trainer):
 
 
 def _time_dataset(name: str, rounds: int, length: int) -> None:
-  T, config, dataset, trainer, state0 = _machinery(name)
-  k_data = T._keys(0)[3]
-  one = _one_step_fn(T, config, dataset, trainer)
+  from snjax.app import chunks
+  from snjax.app import trainer as gan_setup
+
+  config, dataset, trainer, state0 = _machinery(name)
+  k_data = gan_setup.run_keys(0).data
+  one = _one_step_fn(config, dataset, trainer)
   scan_text = (
     jax.jit(lambda s, k: jax.lax.scan(lambda s, t: one(s, k, t), s, jnp.arange(length)))
     .lower(state0, k_data)
@@ -137,7 +145,7 @@ def _time_dataset(name: str, rounds: int, length: int) -> None:
   noncanon = {'scan': non_canonical(scan_text), 'loop': non_canonical(loop_text)}
   fns, compile_s = {}, {}
   for mode in ('scan', 'loop'):
-    chunk = T._make_chunk(config, dataset, trainer, mode=mode)
+    chunk = chunks.make_chunk(config, dataset, trainer, mode=mode)
     t0 = time.perf_counter()
     block(chunk(state0, k_data, jnp.int32(0), length))
     compile_s[mode] = time.perf_counter() - t0

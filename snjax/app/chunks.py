@@ -20,7 +20,7 @@ from snjax.app import data
 from snjax.app.config import TrainConfig
 
 # The one name the application takes from a private module of the library.
-from snjax.gan._train_step import _keep_out_of_loops as keep_out_of_loops
+from snjax.gan._loops import keep_out_of_loops
 
 CHUNK_MODES = ('auto', 'scan', 'loop')
 """The ways :func:`make_chunk` can run the steps of a chunk."""
