@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
-from _gan_testing import CONV_D, CONV_G, IMG, LATENT, N_CRITIC, d_apply, fixed_z, g_apply
 
 import snjax
+from tests.gan._gan_testing import CONV_D, CONV_G, IMG, LATENT, N_CRITIC, d_apply, fixed_z, g_apply
 
 
 @pytest.fixture(scope='session')

@@ -3,10 +3,20 @@
 import jax
 import numpy as np
 import optax
-from _gan_testing import LATENT, B, assert_trees_equal, config_options, d_apply, fixed_z, g_apply, params, real
 
 import snjax
 from snjax.gan import _evaluation, _state, _step_config
+from tests.gan._gan_testing import (
+  LATENT,
+  B,
+  assert_trees_equal,
+  config_options,
+  d_apply,
+  fixed_z,
+  g_apply,
+  params,
+  real,
+)
 
 
 def test_evaluation_uses_stored_sigma_and_does_not_touch_the_state(fixed_trainer):

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _gan_testing import assert_trees_equal, config_options, d_apply, g_apply, params
 
 import snjax
 from snjax.gan import _state, _step_config
+from tests.gan._gan_testing import assert_trees_equal, config_options, d_apply, g_apply, params
 
 
 def _config_with(**changes):

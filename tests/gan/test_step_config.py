@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _gan_testing import LATENT, config_options, d_apply, g_apply
 
 import snjax
 from snjax.gan import _step_config
+from tests.gan._gan_testing import LATENT, config_options, d_apply, g_apply
 
 
 @pytest.mark.parametrize(

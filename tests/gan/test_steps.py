@@ -11,7 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _gan_testing import (
+
+import snjax
+from snjax.gan._loops import has_convolution
+from tests.gan._gan_testing import (
   DATA,
   LATENT,
   N_CRITIC,
@@ -25,9 +28,6 @@ from _gan_testing import (
   primitive_names,
   real,
 )
-
-import snjax
-from snjax.gan._loops import has_convolution
 
 
 @pytest.mark.parametrize('stacked', [True, False])

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _gan_testing import DATA, LATENT, B, G, d_apply, g_apply, params, real
 
 import snjax
+from tests.gan._gan_testing import DATA, LATENT, B, G, d_apply, g_apply, params, real
 
 
 @pytest.mark.parametrize('loss', ['hinge', 'wasserstein', 'non_saturating'])
