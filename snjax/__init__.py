@@ -2,8 +2,8 @@
 
 The spectral-norm surface lives here: the functional core (:func:`sn_init`,
 :func:`sn_apply`, :func:`spectral_normalization`, :func:`spectral_projection`,
-:func:`power_iteration`), the Flax linen modules (:class:`SpectralNorm`,
-:class:`SNDense`, :class:`SNConv`) and Flax NNX (:mod:`snjax.nnx`). Two
+:func:`power_iteration`), the Flax linen modules (:class:`~snjax.linen.SpectralNorm`,
+:class:`~snjax.linen.SNDense`, :class:`~snjax.linen.SNConv`) and Flax NNX (:mod:`snjax.nnx`). Two
 namespaces group the rest: :mod:`snjax.lipschitz` (convolution operator
 norms, certified bounds, Lipschitz reports) and :mod:`snjax.gan` (losses, the
 GAN train step, sharding, checkpoints).

@@ -280,7 +280,7 @@ def conv_specs(model: Any, *args: Any, **kwargs: Any) -> dict[str, ConvSpec]:
   Returns:
     ``{path regex: ConvSpec}``, ready for the ``conv`` option of
     :func:`snjax.sn_init` / :func:`snjax.sn_apply` and for
-    :func:`snjax.lipschitz_report`; the regex matches the kernel's path in
+    :func:`snjax.lipschitz.lipschitz_report`; the regex matches the kernel's path in
     ``variables['params']`` (or in ``variables``).
 
   Raises:

@@ -7,7 +7,7 @@ of ``flax.linen.SpectralNorm`` and keeps its state where flax keeps it (the
 whole migration, and a flax checkpoint loads as is. The maths is the
 functional core's (:func:`snjax.power_iteration`); this module only
 places the state in the collection and picks the fast path
-(:mod:`snjax.wrapping`).
+(``snjax._wrapping``).
 
 After Miyato et al. 2018, "Spectral Normalization for Generative Adversarial
 Networks" (https://arxiv.org/abs/1802.05957).
@@ -75,7 +75,7 @@ class SpectralNorm(nn.Module):
     ``W / sigma`` is materialized. Other layers materialize ``W / sigma``.
   * ``DenseGeneral``'s ``features`` axes are all output axes and an
     ``Einsum`` kernel's axes are read from its equation (flax reads only the
-    last axis as output); see :func:`snjax.wrapping.auto_layout`.
+    last axis as output); see ``snjax._wrapping.auto_layout``.
   * Half-precision weights are iterated in float32 and keep their dtype.
   * A zero weight gives zeros (never NaN) and keeps its u; sigma is floored
     by ``epsilon``.
@@ -98,7 +98,7 @@ class SpectralNorm(nn.Module):
       meaning) and on a layer with no matrix parameter.
     collection_name: the mutable collection holding u and sigma.
     target_norm: the spectral norm c of each normalized weight (c-Lipschitz).
-    layout: ``None`` (the layer's natural layout, :func:`snjax.wrapping.auto_layout`)
+    layout: ``None`` (the layer's natural layout, ``snjax._wrapping.auto_layout``)
       or a layout option of :func:`snjax.sn_apply` (paths relative to the layer,
       e.g. ``'kernel'``).
     fast_path: ``None`` (use it when exact), ``False`` (always materialize
@@ -108,7 +108,7 @@ class SpectralNorm(nn.Module):
     n_warmup_steps: deprecated name of ``n_warmup_iterations``.
     conv_operator_norm: for a wrapped ``nn.Conv``: normalize by the operator
       norm of the convolution on the call's input size (power iteration on
-      the conv and its transpose, :mod:`snjax.conv`; u is input-shaped)
+      the conv and its transpose, ``snjax._conv``; u is input-shaped)
       instead of the reshaped kernel's norm.
   """
 
@@ -300,10 +300,12 @@ def _normalized(owner: nn.Module, layer: nn.Module, x: jax.Array, update_stats: 
 class SNDense(nn.Module):
   """``nn.Dense`` with spectral normalization: ``SpectralNorm(nn.Dense(...))``, fast path.
 
+  ``use_bias``, ``dtype``, ``param_dtype``, ``precision``, ``kernel_init`` and
+  ``bias_init`` are as in ``nn.Dense``; ``n_steps``, ``epsilon``,
+  ``target_norm`` and ``collection_name`` as in :class:`SpectralNorm`.
+
   Attributes:
     features: output size.
-    use_bias, dtype, param_dtype, precision, kernel_init, bias_init: as ``nn.Dense``.
-    n_steps, epsilon, target_norm, collection_name: as :class:`SpectralNorm`.
   """
 
   features: int
@@ -340,11 +342,11 @@ class SNConv(nn.Module):
   The usual SN-GAN reading of a conv kernel (Miyato et al. 2018); it bounds
   the conv's operator norm only up to a factor of about ``sqrt(prod(kernel_size))``.
 
-  Attributes:
-    features, kernel_size, strides, padding, input_dilation, kernel_dilation,
-      feature_group_count, use_bias, dtype, param_dtype, precision,
-      kernel_init, bias_init: as ``nn.Conv``.
-    n_steps, epsilon, target_norm, collection_name: as :class:`SpectralNorm`.
+  ``features``, ``kernel_size``, ``strides``, ``padding``,
+  ``input_dilation``, ``kernel_dilation``, ``feature_group_count``,
+  ``use_bias``, ``dtype``, ``param_dtype``, ``precision``, ``kernel_init``
+  and ``bias_init`` are as in ``nn.Conv``; ``n_steps``, ``epsilon``,
+  ``target_norm`` and ``collection_name`` as in :class:`SpectralNorm`.
   """
 
   features: int

@@ -9,7 +9,7 @@ flax.nnx.SpectralNorm, the raw parameter is never overwritten with
 ``W / sigma`` (flax does it on every call, evaluation included, so the weight
 shrinks call after call): the layer runs on a normalized *copy* of its params
 (``nnx.split`` / ``nnx.merge``), or, for linear layers, on the raw kernel with
-its output scaled (:mod:`snjax.wrapping`).
+its output scaled (``snjax._wrapping``).
 
 For a whole NNX model without wrappers, the functional core works on the
 params of ``nnx.split``::
@@ -83,7 +83,7 @@ class SpectralNorm(nnx.Module):
     update_stats: the default of ``__call__``'s ``update_stats``.
     rngs: supplies the initial u (``rngs.params()``).
     target_norm: the spectral norm c of each normalized weight.
-    layout: ``None`` (the layer's natural layout, :func:`snjax.wrapping.auto_layout`)
+    layout: ``None`` (the layer's natural layout, ``snjax._wrapping.auto_layout``)
       or a layout option of :func:`snjax.sn_apply`.
     fast_path: ``None`` (output scaling when exact), ``False`` (always
       materialize ``W / sigma``), ``True`` (require it).

@@ -75,7 +75,7 @@ def spectral_projection(
   read as a ``(k^d c_in) x c_out`` matrix (through ``layout``), as in spectral
   normalization; the convolution's own operator norm can be larger (Sedghi et
   al. 2019, https://arxiv.org/abs/1805.10408). Pass ``conv=`` (conv mode, see
-  :mod:`snjax.conv`) to cap the operator norm of the convolution itself, as
+  :class:`snjax.ConvSpec`) to cap the operator norm of the convolution itself, as
   Gouk et al. do, so that the layer is c-Lipschitz up to the estimate: the top
   of a convolution's spectrum is dense, and the warm-started one-step estimate
   may trail the true norm by a few 1e-3 (measured: <= 2.7e-3 on a 3x3 conv

@@ -142,8 +142,14 @@ LOSSES: dict[str, GANLoss] = {
 def get_loss(loss: str | GANLoss) -> GANLoss:
   """Resolves a loss name (``'hinge'``, ``'wasserstein'``, ``'non_saturating'``) or returns a :class:`GANLoss`.
 
+  Args:
+    loss: a name in :data:`LOSSES`, a :class:`GANLoss`, or a ``(critic_loss, generator_loss)`` pair of callables.
+
+  Returns:
+    The :class:`GANLoss`: the critic's and the generator's loss functions.
+
   Raises:
-    ValueError: an unknown name.
+    ValueError: an unknown name or anything else.
   """
   if isinstance(loss, GANLoss):
     return loss

@@ -25,8 +25,8 @@ same program on every process, and save checkpoints from every process (Orbax
 coordinates the writes).
 
 Two kinds of placement: :func:`shard_batch` and :func:`replicate` put arrays
-on the devices (``jax.device_put``, outside ``jit``); :func:`constrain_to_batch`
-and :func:`constrain_replicated` tell the compiler, inside a jitted step, how
+on the devices (``jax.device_put``, outside ``jit``); ``constrain_to_batch``
+and ``constrain_replicated`` tell the compiler, inside a jitted step, how
 the values it computes are laid out (``jax.lax.with_sharding_constraint``).
 """
 
@@ -90,7 +90,7 @@ def batch_sharding(mesh: Mesh, *, batch_axis: int = 0, axis_name: str = 'data') 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
   """Places every leaf of ``tree`` (e.g. a :class:`snjax.gan.GANTrainState`) on every device of ``mesh``.
 
-  Outside ``jit``: ``jax.device_put`` (inside a jitted function, use :func:`constrain_replicated`).
+  Outside ``jit``: ``jax.device_put`` (inside a jitted function, use ``snjax.gan._sharding.constrain_replicated``).
 
   Args:
     tree: a pytree of arrays.
@@ -106,7 +106,7 @@ def shard_batch(batch: PyTree, mesh: Mesh, *, batch_axis: int = 0, axis_name: st
   """Splits each array of ``batch`` along ``batch_axis`` over the mesh axis ``axis_name``.
 
   Outside ``jit``: the arrays are placed on the devices (inside a jitted
-  function, use :func:`constrain_to_batch`).
+  function, use ``snjax.gan._sharding.constrain_to_batch``).
 
   In a single process ``batch`` is the global batch. With several processes
   (``jax.process_count() > 1``) it is this process's local part, and the

@@ -84,7 +84,7 @@ class LipschitzReport(NamedTuple):
 
   @property
   def reshaped_product(self) -> float:
-    """Product of the reshaped norms: what peer libraries' normalization controls."""
+    """The product of the reshaped norms, which is what peer libraries' normalization controls."""
     return _product([r.reshaped_norm for r in self.layers])
 
   @property
