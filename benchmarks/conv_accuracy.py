@@ -19,12 +19,16 @@ both are. Then the conv-mode sigma of ``sn_init`` + 10 ``sn_apply`` steps
 (float32), and the time per jitted ``sn_apply`` step, conv mode against matrix
 mode (float32).
 
-    PYTHONPATH=. python benchmarks/conv_accuracy.py [--repeats 20] [--dense-limit 4096]
+    PYTHONPATH=. python benchmarks/conv_accuracy.py [--repeats 20] [--dense-limit 4096] [--json out.json]
+
+``--json`` also writes both tables (the formatted cells, as printed) to a file;
+the docs render them from ``docs/results/conv_accuracy.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -76,7 +80,7 @@ def timed(fn, *args, repeats: int):
   return (time.perf_counter() - start) / repeats
 
 
-def main(repeats: int = 20, dense_limit: int = 4096) -> None:
+def main(repeats: int = 20, dense_limit: int = 4096, json_path: str | None = None) -> None:
   model = Critic()
   x = jnp.ones((1, 32, 32, 3), jnp.float32)
   params = jax.tree.map(lambda a: a.astype(jnp.float32), model.init(jax.random.key(0), x)['params'])
@@ -216,11 +220,23 @@ def main(repeats: int = 20, dense_limit: int = 4096) -> None:
   print(f'| matrix mode (reshaped kernels) | {t_matrix * 1e3:.2f} |')
   print(f'| conv mode (operator norm) | {t_conv * 1e3:.2f} |')
   print(f'| for scale: critic forward, batch 64 | {t_fwd * 1e3:.2f} |')
+  if json_path:
+    timings = {'matrix mode (reshaped kernels)': t_matrix, 'conv mode (operator norm)': t_conv}
+    timings['for scale: critic forward, batch 64'] = t_fwd
+    results = {
+      'dense_limit': dense_limit,
+      'repeats': repeats,
+      'accuracy': {'header': list(header), 'rows': [list(r) for r in table[1:]]},
+      'sn_apply_ms': {k: round(v * 1e3, 2) for k, v in timings.items()},
+    }
+    with open(json_path, 'w') as fp:
+      json.dump(results, fp, indent=1)
 
 
 if __name__ == '__main__':
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--repeats', type=int, default=20)
   parser.add_argument('--dense-limit', type=int, default=4096)
+  parser.add_argument('--json', default=None, help='also write the tables to this JSON file')
   args = parser.parse_args()
-  main(args.repeats, args.dense_limit)
+  main(args.repeats, args.dense_limit, args.json)
