@@ -50,6 +50,11 @@ autodoc_typehints = 'signature'
 autodoc_typehints_format = 'short'
 autodoc_preserve_defaults = True
 autodoc_mock_imports: list[str] = []
+# Signatures show the option aliases by name (their meaning is in each Args entry), not their expanded unions.
+autodoc_type_aliases = {
+  name: name
+  for name in ('PyTree', 'SNState', 'LayoutOption', 'LayoutSpec', 'SelectionOption', 'Selector', 'ConvOption', 'Padding')
+}
 autosummary_generate = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False

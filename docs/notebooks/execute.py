@@ -4,7 +4,8 @@ The docs render these executed copies (myst-nb, ``nb_execution_mode = 'off'``): 
 of a full-size run. The notebooks in notebooks/ stay stored clean (tests/test_notebooks.py), and
 tests/test_docs.py checks that each executed copy has the same cells as its source, so the pages cannot drift from
 the notebooks. Each run also writes docs/results/notebooks/NAME.json: the total time, the longest cell (Colab's
-free runtime is a 2-core CPU: no cell may take 5 minutes there), the machine and the load::
+free runtime is a 2-core CPU: no cell may take 5 minutes there), the machine and the load, and states the time in
+the notebook's first markdown cell (in notebooks/ and here)::
 
   PYTHONPATH=$PWD python docs/notebooks/execute.py 03_digits_gan [more names]
 """
@@ -55,6 +56,29 @@ def _merge_streams(outputs: list) -> list:
   return merged
 
 
+STAMP = '**Full size:**'
+
+
+def stamp(name: str) -> None:
+  """Writes the measured full-size time into the first markdown cell of the notebook and of its executed copy."""
+  record = json.loads((DOCS / 'results' / 'notebooks' / f'{name}.json').read_text())
+  d = record['data']
+  line = (
+    f'{STAMP} {d["total_seconds"] / 60:.0f} minutes on a 2-core CPU, no cell over {d["longest_cell_seconds"] / 60:.1f} '
+    f'minutes (measured {record["date"][:10]} on a machine shared with other jobs, load average '
+    f'{record["load_average"]["before"][0]:.0f}; Colab\'s free runtime has 2 cores). The test suite runs a small '
+    'setting of the same code (`SNJAX_NOTEBOOK_SMALL=1`).'
+  )
+  for path in (ROOT / 'notebooks' / f'{name}.ipynb', DOCS / 'notebooks' / f'{name}.ipynb'):
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == 'markdown')
+    lines = [x for x in cell.source.split('\n') if not x.startswith(STAMP)]
+    while lines and not lines[-1].strip():
+      lines.pop()
+    cell.source = '\n'.join([*lines, '', line])
+    nbformat.write(nb, path)
+
+
 def execute(name: str) -> dict:
   source = ROOT / 'notebooks' / f'{name}.ipynb'
   nb = nbformat.read(source, as_version=4)
@@ -96,15 +120,20 @@ def execute(name: str) -> dict:
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(record, indent=1) + '\n')
   print(f'{name}: {total:.0f} s in all, longest cell {longest[0]}: {longest[1]:.0f} s')
+  stamp(name)
   return record
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('names', nargs='+', help='notebook names in notebooks/, without .ipynb')
+  parser.add_argument('--stamp-only', action='store_true', help='only write the recorded time into the notebooks')
   args = parser.parse_args(argv)
   for name in args.names:
-    execute(name)
+    if args.stamp_only:
+      stamp(name)
+    else:
+      execute(name)
   return 0
 
 

@@ -24,6 +24,11 @@ def _read(name: str) -> dict | None:
   return json.loads(path.read_text()) if path.exists() else None
 
 
+def _load(record: dict) -> str:
+  load = record['load_average']['before'][0]
+  return f' (load average {load:.0f} on {record["machine"]["cpus"]} CPUs)' if load >= 2 else ''
+
+
 def _overhead_rows() -> list[str]:
   record = _read('critic_step.json')
   if record is None:
@@ -35,10 +40,10 @@ def _overhead_rows() -> list[str]:
     if ours is None or flax is None:
       continue
     rows.append(
-      f'| spectral norm in a critic train step, {critic} (overhead in CPU time / wall time) '
-      f'| `sn_apply` {100 * ours["overhead_cpu"]:+.1f}% / {100 * ours["overhead"]:+.1f}% '
-      f'| `flax.linen.SpectralNorm` {100 * flax["overhead_cpu"]:+.1f}% / {100 * flax["overhead"]:+.1f}% '
-      f'| [benchmarks](docs/guides/benchmarks.md) |'
+      f'| spectral norm in a critic train step, {critic.split(",")[0]}: overhead in CPU time '
+      f'| `sn_apply` {100 * ours["overhead_cpu"]:+.1f}% '
+      f'| `flax.linen.SpectralNorm` {100 * flax["overhead_cpu"]:+.1f}% '
+      f'| [benchmarks](docs/guides/benchmarks.md){_load(record)} |'
     )
   return rows
 
