@@ -51,10 +51,8 @@ autodoc_typehints_format = 'short'
 autodoc_preserve_defaults = True
 autodoc_mock_imports: list[str] = []
 # Signatures show the option aliases by name (their meaning is in each Args entry), not their expanded unions.
-autodoc_type_aliases = {
-  name: name
-  for name in ('PyTree', 'SNState', 'LayoutOption', 'LayoutSpec', 'SelectionOption', 'Selector', 'ConvOption', 'Padding')
-}
+_ALIASES = ('PyTree', 'SNState', 'LayoutOption', 'LayoutSpec', 'SelectionOption', 'Selector', 'ConvOption', 'Padding')
+autodoc_type_aliases = {name: name for name in _ALIASES}
 autosummary_generate = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
@@ -74,7 +72,7 @@ nitpick_ignore_regex = [
   # Private modules and the type aliases of signatures: documented in words where they matter, not as API.
   (r'py:.*', r'snjax\.(.*\.)?_.*'),
   (r'py:.*', r'(SNState|SNOptions|Rules|LayoutOption|LayoutSpec|ResolvedLayout|SelectionOption|Selector|ConvOption)'),
-  (r'py:.*', r'(Padding|ApplyFn|LatentSampler|Operator)'),
+  (r'py:.*', r'(Padding|ApplyFn|LatentSampler|Operator|PyTree|TypeAliasForwardRef)'),
 ]
 
 html_theme = 'sphinx_book_theme'

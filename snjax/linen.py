@@ -300,6 +300,9 @@ def _normalized(owner: nn.Module, layer: nn.Module, x: jax.Array, update_stats: 
 class SNDense(nn.Module):
   """``nn.Dense`` with spectral normalization: ``SpectralNorm(nn.Dense(...))``, fast path.
 
+  The kernel is used as ``target_norm * W / sigma(W)`` (Miyato et al. 2018,
+  https://arxiv.org/abs/1802.05957).
+
   ``use_bias``, ``dtype``, ``param_dtype``, ``precision``, ``kernel_init`` and
   ``bias_init`` are as in ``nn.Dense``; ``n_steps``, ``epsilon``,
   ``target_norm`` and ``collection_name`` as in :class:`SpectralNorm`.

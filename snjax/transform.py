@@ -71,6 +71,10 @@ def sn_init(
 ) -> SNState:
   """Makes the power-iteration state for every selected leaf of ``params``.
 
+  The state of spectral normalization (Miyato et al. 2018,
+  https://arxiv.org/abs/1802.05957): a unit vector u and the estimate sigma
+  per weight, for :func:`sn_apply`.
+
   Each u starts as a random unit vector (its key derived from ``key`` and the
   leaf's path, so adding a layer does not change the others), then runs
   ``n_warmup_iterations`` power steps so that the first sigma is already
@@ -207,6 +211,9 @@ def spectral_normalization(
   conv: ConvOption = None,
 ) -> SpectralNormalization:
   """Binds the options of :func:`sn_init` and :func:`sn_apply` once (checked once).
+
+  Spectral normalization (Miyato et al. 2018, https://arxiv.org/abs/1802.05957)
+  as an ``(init, apply)`` pair, in the style of an optax transformation.
 
   Args:
     n_power_iterations: power steps per training call.

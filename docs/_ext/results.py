@@ -56,7 +56,7 @@ def grid25(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     time = f'{r["wall_seconds"]:.0f} s / {r["cpu_seconds"]:.0f} s'
     rows.append(
       [
-        f'snjax train --seed {r["data"]["seed"]}',
+        f'`snjax train --seed {r["data"]["seed"]}`',
         f'{m["modes_covered"]} / {m["n_modes"]}',
         f'{m["high_quality_percent"]:.1f}%',
         f'{m["reverse_kl"]:.3f}',
@@ -87,7 +87,8 @@ def train_digits(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     return [name, f'{s["class_entropy"]:.3f}', str(s['classes_covered']), f'{s["confidence"]:.3f}', frechet]
 
   rows = [
-    row(f'snjax train --dataset digits --seed {r["data"]["seed"]}', r['data']['metrics']['generated']) for r in records
+    row(f'`snjax train --dataset digits --seed {r["data"]["seed"]}`', r['data']['metrics']['generated'])
+    for r in records
   ]
   rows.append(row('real held-out digits', records[-1]['data']['metrics']['real_held_out']))
   return header, rows
@@ -101,7 +102,7 @@ def train_mixture(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     m, d = r['data']['metrics'], r['data']
     rows.append(
       [
-        f'snjax train --dataset {d["dataset"]} --seed {d["seed"]}',
+        f'`snjax train --dataset {d["dataset"]} --seed {d["seed"]}`',
         f'{m["modes_covered"]} / {m["n_modes"]}',
         f'{m["high_quality_percent"]:.1f}%',
         f'{m["reverse_kl"]:.3f}',
@@ -176,13 +177,14 @@ def provenance(records: list[dict]) -> nodes.paragraph:
   m = first['machine']
   versions = ', '.join(f'{k} {v}' for k, v in m['versions'].items() if k in ('snjax', 'jax', 'flax', 'optax'))
   dates = sorted({r['date'][:10] for r in records})
-  loads = [r['load_average']['before'][0] for r in records]
+  loads = [r['load_average']['before'][0] for r in records] + [r['load_average']['after'][0] for r in records]
   commands = [r['command'] for r in records]
   command = commands[0] if len(set(commands)) == 1 else f'{commands[0]} (and {len(commands) - 1} more)'
   para = nodes.paragraph(classes=['results-provenance'])
   para += nodes.Text(
     f'Run {" to ".join([dates[0], dates[-1]] if len(dates) > 1 else dates)} on {m["cpu"]}, {m["cpus"]} CPUs, '
-    f'Python {m["python"]}, {versions}; load average {min(loads):.1f}-{max(loads):.1f} at start. Command: '
+    f'Python {m["python"]}, {versions}; load average (1 minute) {min(loads):.1f} to {max(loads):.1f} at the starts '
+    'and ends of the runs, on a machine shared with other jobs. Command: '
   )
   para += nodes.literal(text=command)
   para += nodes.Text('. Data: ')
@@ -198,6 +200,8 @@ def _cell(text: str) -> nodes.entry:
   para = nodes.paragraph()
   if text.startswith('**') and text.endswith('**') and len(text) > 4:
     para += nodes.strong(text=text[2:-2])
+  elif text.startswith('`') and text.endswith('`') and len(text) > 2:
+    para += nodes.literal(text=text[1:-1])
   else:
     para += nodes.Text(text)
   entry += para

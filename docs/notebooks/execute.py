@@ -66,7 +66,7 @@ def stamp(name: str) -> None:
   line = (
     f'{STAMP} {d["total_seconds"] / 60:.0f} minutes on a 2-core CPU, no cell over {d["longest_cell_seconds"] / 60:.1f} '
     f'minutes (measured {record["date"][:10]} on a machine shared with other jobs, load average '
-    f'{record["load_average"]["before"][0]:.0f}; Colab\'s free runtime has 2 cores). The test suite runs a small '
+    f"{record['load_average']['before'][0]:.0f}; Colab's free runtime has 2 cores). The test suite runs a small "
     'setting of the same code (`SNJAX_NOTEBOOK_SMALL=1`).'
   )
   for path in (ROOT / 'notebooks' / f'{name}.ipynb', DOCS / 'notebooks' / f'{name}.ipynb'):
