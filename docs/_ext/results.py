@@ -130,10 +130,25 @@ def critic_step(records: list[dict]) -> tuple[list[str], list[list[str]]]:
   return header, rows
 
 
-def conv_accuracy(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-  """The per-layer norms and bounds of the SN-GAN critic (benchmarks/conv_accuracy.py)."""
+def _conv_columns(records: list[dict], names: list[str]) -> tuple[list[str], list[list[str]]]:
   table = records[-1]['data']['accuracy']
-  return list(table['header']), [list(r) for r in table['rows']]
+  header = [h.strip() for h in table['header']]
+  index = []
+  for name in names:  # 's' occurs twice: the time of the default bound, then of the dense one
+    index.append(next(i for i, h in enumerate(header) if h == name and i not in index))
+  return [names[k] for k in range(len(names))], [[row[i] for i in index] for row in table['rows']]
+
+
+def conv_norms(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+  """Per layer of the SN-GAN critic: the reshaped norm, the operator norm, the conv-mode sigma (conv_accuracy.py)."""
+  names = ['layer', 'input', 'D', 'reshaped', 'operator', 'dense f64', 'sn_apply', 'op/resh', 'sn/op']
+  return _conv_columns(records, names)
+
+
+def conv_bounds(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+  """Per layer of the SN-GAN critic: the certified bounds, their times, and each bound over the operator norm."""
+  names = ['layer', 'D', 'default', 's', 'fft(svd)', 'dense', 's', 'default/op', 'dense/op']
+  return _conv_columns(records, names)
 
 
 def conv_timing(records: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -165,7 +180,8 @@ KINDS = {
   'train_mixture': train_mixture,
   'train_digits': train_digits,
   'critic_step': critic_step,
-  'conv_accuracy': conv_accuracy,
+  'conv_norms': conv_norms,
+  'conv_bounds': conv_bounds,
   'conv_timing': conv_timing,
   'notebooks': notebooks,
 }
