@@ -119,7 +119,8 @@ def critic_step(records: list[dict]) -> tuple[list[str], list[list[str]]]:
   critics = list(dict.fromkeys(s['critic'] for s in steps))
   variants = list(dict.fromkeys(s['variant'] for s in steps))
   header = ['overhead, wall / CPU time'] + critics
-  plain = ['plain flax.linen step'] + [f'{next(s for s in steps if s["critic"] == c)["plain_s"] * 1e3:.2f} ms' for c in critics]
+  plain_s = [next(s for s in steps if s['critic'] == c)['plain_s'] for c in critics]
+  plain = ['plain flax.linen step'] + [f'{t * 1e3:.2f} ms' for t in plain_s]
   rows = [plain]
   for v in variants:
     cells = [v]
