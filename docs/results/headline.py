@@ -25,8 +25,9 @@ def _read(name: str) -> dict | None:
 
 
 def _load(record: dict) -> str:
-  load = record['load_average']['before'][0]
-  return f' (load average {load:.0f} on {record["machine"]["cpus"]} CPUs)' if load >= 2 else ''
+  loads = sorted([record['load_average']['before'][0], record['load_average']['after'][0]])
+  cpus = record['machine']['cpus']
+  return f' (load average {loads[0]:.0f}-{loads[1]:.0f} on {cpus} CPUs)' if loads[1] >= 2 else ''
 
 
 def _overhead_rows() -> list[str]:
