@@ -57,6 +57,7 @@ def flax_conv(features, kernel_size, *, padding='SAME', **conv_kwargs):
 variable_value = _snjax_compat.variable_value  # variable[...], on a Variable or (flax < 0.11) a VariableState
 set_variable_value = _snjax_compat.set_variable_value  # variable[...] = value
 OptState = nnx.OptState if hasattr(nnx, 'OptState') else nnx.training.optimizer.OptState  # exported from 0.10.7
+nnx_list = nnx.List if hasattr(nnx, 'List') else list  # a Module's list of submodules: nnx.List from flax 0.12
 
 
 def variable_types(state):
