@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype
 
-from snjax import _leaf
+from snjax import _compat, _leaf
 from snjax import _wrapping as wrapping
 from snjax._layout import LayoutOption
 from snjax._operators import compute_dtype
@@ -149,10 +149,13 @@ class SpectralNorm(nnx.Module):
     ):
       stats[k + ('u',)] = SpectralNormState(u.reshape(wrapping.stored_u_shape(leaf)).astype(sdtype))
       stats[k + ('sigma',)] = SpectralNormState(sigma.astype(sdtype))
-    self.batch_stats = nnx.data(stats)
+    self.batch_stats = _compat.nnx_data(stats)
 
   def _flat_params(self) -> list[tuple[tuple[Any, ...], jax.Array]]:
-    return [(tuple(path), var[...]) for path, var in nnx.to_flat_state(nnx.state(self.layer_instance, nnx.Param))]
+    return [
+      (tuple(path), _compat.variable_value(var))
+      for path, var in _compat.to_flat_state(nnx.state(self.layer_instance, nnx.Param))
+    ]
 
   def _leaves(self, flat, einsum_str) -> dict[tuple, _leaf.Leaf]:
     """The selected kernels' plans (keys as in the layer's flat state), in order."""
@@ -223,9 +226,9 @@ class SpectralNorm(nnx.Module):
     graphdef, params, rest = nnx.split(self.layer_instance, nnx.Param, ...)
     flat = [
       (path, var.replace(new_values[tuple(path)]) if tuple(path) in new_values else var)
-      for path, var in nnx.to_flat_state(params)
+      for path, var in _compat.to_flat_state(params)
     ]
-    view = nnx.merge(graphdef, nnx.from_flat_state(flat), rest)
+    view = nnx.merge(graphdef, _compat.from_flat_state(flat), rest)
     y = view(*args, **kwargs)
     nnx.update(self.layer_instance, nnx.state(view, nnx.Not(nnx.Param)))
     return y
@@ -242,8 +245,8 @@ class SpectralNorm(nnx.Module):
     if not update_stats:
       return jax.lax.stop_gradient(sigma_var[...])
     (res,) = _leaf.estimate([kernel], [u_var[...].reshape(leaf.u_shape)], [leaf], self.options)
-    u_var[...] = res.u.reshape(stored).astype(u_var.dtype)
-    sigma_var[...] = jax.lax.stop_gradient(res.sigma).astype(sigma_var.dtype)
+    _compat.set_variable_value(u_var, res.u.reshape(stored).astype(u_var.dtype))
+    _compat.set_variable_value(sigma_var, jax.lax.stop_gradient(res.sigma).astype(sigma_var.dtype))
     return res.sigma
 
 

@@ -1,8 +1,19 @@
-"""Shared test settings: hypothesis without deadlines (jit compile times vary on shared CPUs)."""
+"""Shared test settings: hypothesis without deadlines (jit compile times vary on shared CPUs); the same random
+stream on every supported jax."""
 
 import os
 
+import jax
 from hypothesis import HealthCheck, settings
+
+from tests._compat import JAX_VERSION
+
+# jax < 0.5 draws other numbers from the same key (jax_threefry_partitionable became the default in 0.5.0). The
+# tests' random inputs are those of the current stream on every supported jax, in subprocesses (the CLI, notebook
+# kernels) too: the environment variable reaches them, the config update this process.
+if JAX_VERSION < (0, 5, 0):
+  os.environ['JAX_THREEFRY_PARTITIONABLE'] = 'true'
+  jax.config.update('jax_threefry_partitionable', True)
 
 settings.register_profile(
   'snjax',

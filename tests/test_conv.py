@@ -16,12 +16,13 @@ import pytest
 
 import snjax
 from snjax import _conv as conv_lib
+from tests._compat import flax_conv
 
 
 def flax_dense(kernel, input_shape, **conv_kwargs):
   """The (in_dim, out_dim) matrix of ``nn.Conv`` on one input, from the identity basis, as float64."""
   n = math.prod(input_shape)
-  layer = nn.Conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv_kwargs)
+  layer = flax_conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv_kwargs)
   basis = jnp.eye(n, dtype=kernel.dtype).reshape((n,) + tuple(input_shape))
   out = layer.apply({'params': {'kernel': kernel}}, basis)
   return np.asarray(out, np.float64).reshape(n, -1)

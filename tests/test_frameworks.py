@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 import snjax
+from tests._compat import nnx_list
 
 _SIZES = [(3, 16), (16, 8), (8, 1)]
 
@@ -59,7 +60,7 @@ def test_flax_linen():
 def test_flax_nnx_via_split_and_merge():
   class MLP(nnx.Module):
     def __init__(self, rngs):
-      self.layers = nnx.List([nnx.Linear(i, o, rngs=rngs) for i, o in _SIZES])
+      self.layers = nnx_list([nnx.Linear(i, o, rngs=rngs) for i, o in _SIZES])
 
     def __call__(self, x):
       for i, layer in enumerate(self.layers):

@@ -10,7 +10,6 @@ entry is one kernel entry), singular values by numpy in float64.
 
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,11 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import snjax
+from tests._compat import enable_x64, flax_conv
 
 
 def dense(kernel, input_shape, **conv_kwargs):
   n = math.prod(input_shape)
-  layer = nn.Conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv_kwargs)
+  layer = flax_conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv_kwargs)
   basis = jnp.eye(n, dtype=kernel.dtype).reshape((n,) + tuple(input_shape))
   return np.asarray(layer.apply({'params': {'kernel': kernel}}, basis), np.float64).reshape(n, -1)
 
@@ -144,7 +144,7 @@ def test_dense_bound_in_float64_is_within_1e6():
     ((4, 4, 2, 3), (8, 8, 2), dict(padding='SAME', strides=2)),
     ((3, 2, 2), (10, 2), dict(padding='CAUSAL', kernel_dilation=2)),  # even/odd samples decouple: a tie at the top
   ]
-  with jax.enable_x64(True):
+  with enable_x64():
     for i, (kshape, input_shape, flax_kwargs) in enumerate(cases):
       kernel = jax.random.normal(jax.random.key(10 + i), kshape, jnp.float64)
       truth = float(np.linalg.norm(dense(kernel, input_shape, **flax_kwargs), 2))

@@ -8,7 +8,6 @@ come from numpy's SVD in float64.
 
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,12 +18,13 @@ from hypothesis import strategies as st
 import snjax
 from snjax import _conv as conv_lib
 from snjax.lipschitz import _operator_norm
+from tests._compat import flax_conv
 
 
 def flax_dense(kernel, input_shape, **conv_kwargs):
   """The (in_dim, out_dim) matrix of ``nn.Conv`` on one input, from the identity basis, as float64."""
   n = math.prod(input_shape)
-  layer = nn.Conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv_kwargs)
+  layer = flax_conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv_kwargs)
   basis = jnp.eye(n, dtype=kernel.dtype).reshape((n,) + tuple(input_shape))
   out = layer.apply({'params': {'kernel': kernel}}, basis)
   return np.asarray(out, np.float64).reshape(n, -1)
