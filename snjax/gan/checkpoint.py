@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 from typing import Any
@@ -120,11 +121,19 @@ def _compare(saved: dict, expected: dict, where: str) -> None:
     )
 
 
-def _one_line(error: BaseException, limit: int = 240) -> str:
-  """``'TypeName: first line of the message'``, at most ``limit`` characters."""
-  text = str(error).strip().splitlines()
-  line = f'{type(error).__name__}: {text[0] if text else ""}'.rstrip(': ')
-  return line if len(line) <= limit else line[: limit - 3] + '...'
+def _one_line(error: BaseException, limit: int = 300) -> str:
+  """The reason ``error`` gives, on one line of at most ``limit`` characters (its middle cut when longer).
+
+  TensorStore's errors (``OUT_OF_RANGE: Error opening "cast" driver: ... [tensorstore_spec='{...}']``) keep their
+  status, what could not be read and why; the driver chain and the spec they append are left out.
+  """
+  text = re.split(r' \[tensorstore_spec', str(error).strip(), maxsplit=1)[0]
+  text = re.sub(r'Error opening "\w+" driver: ', '', ' '.join(text.split()))
+  if not re.match(r'[A-Z_]+: ', text):  # not a status-prefixed TensorStore message: say what kind of error
+    text = f'{type(error).__name__}: {text}' if text else type(error).__name__
+  if len(text) > limit:
+    text = text[: limit // 3] + ' ... ' + text[-(limit - limit // 3 - 5) :]
+  return text
 
 
 def _is_closed_loop_report(unraisable) -> bool:

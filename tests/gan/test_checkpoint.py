@@ -1,7 +1,6 @@
 """Tests of snjax.gan.checkpoint: interval and retention, bit-exact resume (also after a real SIGKILL), damaged
 checkpoints, bad input."""
 
-import glob
 import os
 import re
 import signal
@@ -24,6 +23,7 @@ from snjax.gan.checkpoint import (
   UnreadableCheckpointError,
   UnreadableCheckpointWarning,
 )
+from tests._checkpoints import damage
 
 # One training run, resumable: restores the latest checkpoint in `directory` (if any), trains to `n_steps`,
 # prints each step's losses as exact float hex, saves every 2 steps, and SIGKILLs itself right after
@@ -178,23 +178,12 @@ def test_restoring_another_model_is_a_clear_error(run_ns, tmp_path):
       ckpt.restore(template, step=5)
 
 
-def _damage(step_dir, how):
-  """Truncates to half, or deletes, every data file of a saved step (what a full disk or a lost file leaves)."""
-  data = glob.glob(os.path.join(step_dir, 'state', '**', 'd', '*'), recursive=True)
-  assert data, os.listdir(step_dir)
-  for f in data:
-    if how == 'truncate':
-      os.truncate(f, os.path.getsize(f) // 2)
-    else:
-      os.remove(f)
-
-
 @pytest.mark.parametrize('how', ['truncate', 'delete'])
 def test_damaged_newest_checkpoint_gives_way_to_the_previous_one(run_ns, reference, tmp_path, how):
   """The newest step does not read back: the previous one is restored with a one-line note, and the run goes on
   exactly (the damaged step is deleted, so that it is saved again)."""
   run_ns['run'](str(tmp_path), 6, emit=lambda s: None)  # checkpoints of steps 4 and 6
-  _damage(tmp_path / '6', how)
+  damage(tmp_path / '6', how)
   lines = []
   with pytest.warns(UnreadableCheckpointWarning) as caught:
     run_ns['run'](str(tmp_path), 8, emit=lines.append)
@@ -214,8 +203,8 @@ def test_damaged_newest_checkpoint_gives_way_to_the_previous_one(run_ns, referen
 
 def test_no_readable_checkpoint_is_one_error_naming_the_directory(run_ns, tmp_path):
   run_ns['run'](str(tmp_path), 6, emit=lambda s: None)
-  _damage(tmp_path / '6', 'truncate')
-  _damage(tmp_path / '4', 'delete')
+  damage(tmp_path / '6', 'truncate')
+  damage(tmp_path / '4', 'delete')
   with Checkpointer(tmp_path, save_interval_steps=2) as ckpt:
     with pytest.raises(UnreadableCheckpointError) as e:
       ckpt.restore(run_ns['fresh_state']())

@@ -22,7 +22,7 @@ STEPS, BATCH = 4, 16
 
 _SCRIPT = textwrap.dedent(
   """
-    import glob, os, sys, warnings
+    import os, sys, warnings
     pid, n, port, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     import jax
     if n > 1:
@@ -30,6 +30,7 @@ _SCRIPT = textwrap.dedent(
     import numpy as np, optax, snjax
     from jax.experimental import multihost_utils
     from snjax.gan.checkpoint import Checkpointer, UnreadableCheckpointWarning
+    from tests._checkpoints import damage
     from tests.gan._gan_testing import DATA, LATENT, N_CRITIC, d_apply, g_apply, params
 
     STEPS, BATCH = int(sys.argv[5]), int(sys.argv[6])
@@ -58,8 +59,7 @@ _SCRIPT = textwrap.dedent(
         ckpt.save(state, step=STEPS)
       multihost_utils.sync_global_devices('saved')
       if pid == 0:
-        for f in glob.glob(os.path.join(ckpt_dir, str(STEPS), 'state', '**', 'd', '*'), recursive=True):
-          os.truncate(f, os.path.getsize(f) // 2)
+        damage(os.path.join(ckpt_dir, str(STEPS)), 'truncate')
       multihost_utils.sync_global_devices('damaged')
       with Checkpointer(ckpt_dir, save_interval_steps=1) as ckpt, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
