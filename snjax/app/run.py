@@ -250,6 +250,41 @@ def _write_outputs(
   return summary
 
 
+def _train_session(
+  config: TrainConfig,
+  chunk: chunks.Chunk,
+  state: gan.GANTrainState,
+  out_dir: str,
+  *,
+  restore: bool,
+  end: int,
+  progress: bool,
+  watch: preemption.PreemptionWatch,
+) -> tuple[gan.GANTrainState, list[dict[str, Any]], bool, float]:
+  """Restores the run (if ``restore``), trains it to ``end`` or until preempted, checkpointing on the way.
+
+  Returns:
+    ``(state, history, preempted, seconds)``: the last state, the history up to it, whether a SIGTERM stopped the
+    run, and the seconds this took.
+  """
+  from snjax.gan.checkpoint import Checkpointer
+
+  history: list[dict[str, Any]] = []
+  t_start = time.perf_counter()
+  with Checkpointer(
+    os.path.join(out_dir, CHECKPOINTS), save_interval_steps=config.checkpoint_every, max_to_keep=2
+  ) as ckpt:
+    if restore:
+      state, history = _restore(ckpt, state, out_dir)
+    if distributed.is_primary():
+      write_json(os.path.join(out_dir, 'config.json'), config.to_json())
+    state, preempted = _train_chunks(
+      config, chunk, state, end, ckpt=ckpt, out_dir=out_dir, history=history, progress=progress, watch=watch
+    )
+    ckpt.wait_until_finished()
+  return state, history, preempted, time.perf_counter() - t_start
+
+
 def train(
   config: TrainConfig,
   out_dir: str,
@@ -285,8 +320,6 @@ def train(
     ValueError: an invalid configuration, or a batch size the device count does not divide.
     FloatingPointError: training diverged (a non-finite loss or gradient).
   """
-  from snjax.gan.checkpoint import Checkpointer
-
   config.validate()
   with preemption.PreemptionWatch() as watch:
     restore = _prepare_folder(out_dir, config, resume=resume, force=force)
@@ -294,21 +327,10 @@ def train(
     machinery = _prepare(config, mesh)
     state = trainer.init_state(config, machinery.dataset, machinery.generator, machinery.critic, machinery.trainer)
     os.makedirs(out_dir, exist_ok=True)
-    history: list[dict[str, Any]] = []
     end = config.steps if stop_after is None else min(config.steps, stop_after)
-    t_start = time.perf_counter()
-    with Checkpointer(
-      os.path.join(out_dir, CHECKPOINTS), save_interval_steps=config.checkpoint_every, max_to_keep=2
-    ) as ckpt:
-      if restore:
-        state, history = _restore(ckpt, state, out_dir)
-      if distributed.is_primary():
-        write_json(os.path.join(out_dir, 'config.json'), config.to_json())
-      state, preempted = _train_chunks(
-        config, machinery.chunk, state, end, ckpt=ckpt, out_dir=out_dir, history=history, progress=progress, watch=watch
-      )
-      ckpt.wait_until_finished()
-    train_seconds = time.perf_counter() - t_start
+    state, history, preempted, seconds = _train_session(
+      config, machinery.chunk, state, out_dir, restore=restore, end=end, progress=progress, watch=watch
+    )
     if preempted:
       return {'preempted_at': int(state.step)}
     if end < config.steps:
@@ -316,9 +338,8 @@ def train(
     samples = _final_samples(config, machinery, state)
     if not distributed.is_primary():
       return {'steps': int(state.step)}
-    steps = int(state.step)
     summary = _write_outputs(
-      config, machinery.dataset, samples, history, out_dir, steps=steps, mesh=mesh, train_seconds=train_seconds
+      config, machinery.dataset, samples, history, out_dir, steps=int(state.step), mesh=mesh, train_seconds=seconds
     )
   if progress:
     print(format_summary(summary, out_dir))

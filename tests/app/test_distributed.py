@@ -1,9 +1,9 @@
 """``snjax train`` on several real processes (JAX's multi-controller runtime on 127.0.0.1, gloo collectives).
 
-Each scenario is one launch of processes (``python -m tests.app._driver``, which runs ``snjax train`` command
-lines and, for the preemption and failure scenarios, holds training at a chosen step boundary until the test
-has sent its signals: no test waits for a guessed time). The references, launched together once: the run on
-2 processes x 4 CPU devices and the same run on 1 process x 8 devices.
+Each scenario is one launch of processes (``python -m snjax``, or ``python -m tests.app._driver``, which runs
+``snjax train`` command lines one after another and, for the preemption and failure scenarios, holds training at
+a chosen step boundary until the test has sent its signals: no test waits for a guessed time). Each test makes
+its own references (so that pytest-xdist may put the tests on any workers).
 """
 
 import json
@@ -20,8 +20,8 @@ from snjax.app.run import train
 from snjax.gan.checkpoint import Checkpointer
 from tests import _processes
 
-FLAGS = ['--width', '16', '--depth', '1', '--batch-size', '16', '--log-every', '5', '--checkpoint-every', '10']
-STEPS = ['--steps', '20']
+TINY = dict(width=16, depth=1, batch_size=16, log_every=5, checkpoint_every=10, steps=20)
+FLAGS = [item for k, v in TINY.items() for item in (f'--{k.replace("_", "-")}', str(v))]
 
 
 def _join(port: int, pid: int, n: int = 2) -> list[str]:
@@ -39,7 +39,7 @@ def _driver(folder, runs_of_process, devices):
 
 
 def _train_argv(out, *extra):
-  return ['train', '--out', str(out), *FLAGS, *STEPS, *extra]
+  return ['train', '--out', str(out), *FLAGS, *extra]
 
 
 def _ours(stdout):
@@ -81,24 +81,16 @@ def _assert_states(a, b, **tolerance):
 CLOSE = dict(rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture(scope='module')
-def references(tmp_path_factory):
+def test_two_processes_train_like_one(tmp_path):
   """The run on 2 processes x 4 devices (with progress shown) and on 1 process x 8 devices, launched together."""
-  folder = tmp_path_factory.mktemp('references')
-  two, one = folder / 'two', folder / 'one'
+  two, one = str(tmp_path / 'two'), str(tmp_path / 'one')
   port = _processes.free_port()
   commands = [_processes.python('-m', 'snjax', *_train_argv(two, *_join(port, pid))) for pid in (0, 1)]
   commands.append(_processes.python('-m', 'snjax', *_train_argv(one, '--quiet')))
   environments = [_processes.env(4), _processes.env(4), _processes.env(8)]
-  with _processes.Launch(commands, environments, str(folder)) as launch:
-    done = launch.finish()
-  assert all(d.returncode == 0 for d in done), launch.report()
-  return {'two': str(two), 'one': str(one), 'outputs': done}
-
-
-def test_two_processes_train_like_one(references):
-  two, one = references['two'], references['one']
-  p0, p1, _ = references['outputs']
+  with _processes.Launch(commands, environments, str(tmp_path)) as launch:
+    p0, p1, single = launch.finish()
+  assert p0.returncode == p1.returncode == single.returncode == 0, launch.report()
   for folder in (two, one):
     for f in ('config.json', 'history.json', 'samples.npy', 'samples.png', 'curves.png', 'metrics.json'):
       assert os.path.getsize(os.path.join(folder, f)) > 0, (folder, f)
@@ -124,11 +116,11 @@ def test_two_processes_train_like_one(references):
   )
 
 
-def test_sigterm_saves_an_agreed_step_and_resume_is_bit_identical(references, tmp_path):
+def test_sigterm_saves_an_agreed_step_and_resume_is_bit_identical(tmp_path):
   """SIGTERM to both processes (twice, the second during the save) -> both save step 15, exit 0 with a line that
-  says how to continue -> resumed on 2 processes, the run ends bit-identical to the uninterrupted one. The same
-  launch also resumes, on 2 processes, a run checkpointed by 1 process."""
-  stopped, moved = tmp_path / 'stopped', tmp_path / 'moved'
+  says how to continue -> resumed on 2 processes, the run ends bit-identical to an uninterrupted one. The resuming
+  processes also continue a run checkpointed by 1 process, and make the uninterrupted run."""
+  stopped, moved, whole = tmp_path / 'stopped', tmp_path / 'moved', tmp_path / 'whole'
   port = _processes.free_port()
   runs = [
     [{'argv': _train_argv(stopped, '--quiet', *_join(port, pid)), 'park_at': 3, 'park': 'preempt', 'hold_save': True}]
@@ -155,12 +147,16 @@ def test_sigterm_saves_an_agreed_step_and_resume_is_bit_identical(references, tm
   assert [h['step'] for h in _read(stopped, 'history.json')] == [5, 10, 15]
   assert not os.path.exists(stopped / 'samples.npy')
   # A run of 10 steps checkpointed by this process (one device), to be continued by two processes.
-  assert train(TrainConfig.for_dataset('grid25', **_tiny_options()), str(moved), progress=False, stop_after=10) == {
+  assert train(TrainConfig.for_dataset('grid25', **TINY), str(moved), progress=False, stop_after=10) == {
     'stopped_at': 10
   }
   port = _processes.free_port()
   runs = [
-    [{'argv': _train_argv(folder, '--quiet', '--resume', *_join(port, pid))} for folder in (stopped, moved)]
+    [
+      {'argv': _train_argv(stopped, '--quiet', '--resume', *_join(port, pid))},
+      {'argv': _train_argv(moved, '--quiet', '--resume', *_join(port, pid))},
+      {'argv': _train_argv(whole, '--quiet', *_join(port, pid))},
+    ]
     for pid in (0, 1)
   ]
   launch, _ = _driver(tmp_path / 'resumed', runs, devices=4)
@@ -168,21 +164,15 @@ def test_sigterm_saves_an_agreed_step_and_resume_is_bit_identical(references, tm
     done = launch.finish()
   assert all(d.returncode == 0 for d in done), launch.report()
   # Bit for bit the uninterrupted 2-process run: its samples, history and final state.
-  two = references['two']
-  assert (stopped / 'samples.npy').read_bytes() == open(os.path.join(two, 'samples.npy'), 'rb').read()
-  assert _read(stopped, 'history.json') == _read(two, 'history.json')
-  _assert_states(_state(stopped, 20), _state(two, 20))
+  assert (stopped / 'samples.npy').read_bytes() == (whole / 'samples.npy').read_bytes()
+  assert _read(stopped, 'history.json') == _read(whole, 'history.json')
+  _assert_states(_state(stopped, 20), _state(whole, 20))
   # The 1-process checkpoint restored in 2 processes: the run ends as the others, up to the order of sums.
   assert [h['step'] for h in _read(moved, 'history.json')] == [5, 10, 15, 20]
-  _assert_states(_state(moved, 20), _state(two, 20), **CLOSE)
+  _assert_states(_state(moved, 20), _state(whole, 20), **CLOSE)
 
 
-def _tiny_options():
-  values = dict(zip(FLAGS[::2], FLAGS[1::2], strict=True))
-  return {k[2:].replace('-', '_'): int(v) for k, v in values.items()} | {'steps': 20}
-
-
-def test_sigkill_of_one_process_ends_the_other_and_the_last_checkpoint_restores(references, tmp_path):
+def test_sigkill_of_one_process_ends_the_other_and_the_last_checkpoint_restores(tmp_path):
   """Process 1 is killed at step 15 (after the checkpoint of step 10): process 0, inside the next collective,
   is stopped by the runtime once the heartbeat timeout passes, with JAX's error naming the dead task; the run
   resumes in one process from step 10."""
@@ -210,11 +200,13 @@ def test_sigkill_of_one_process_ends_the_other_and_the_last_checkpoint_restores(
   assert 'JAX distributed service detected fatal errors' in p0.stderr, p0.stderr[-3000:]
   assert sorted(os.listdir(killed / 'checkpoints')) == ['10']
   assert not os.path.exists(killed / 'samples.npy')
-  # The last complete checkpoint restores, here in one process with one device, and the run goes on.
+  # The last complete checkpoint restores, here in one process with one device, and the run goes on as the
+  # uninterrupted run on this device does, up to the order of sums.
   assert cli.main(_train_argv(killed, '--quiet', '--resume')) == 0
   assert [h['step'] for h in _read(killed, 'history.json')] == [5, 10, 15, 20]
-  _assert_states(_state(killed, 10), _state(references['two'], 10))
-  _assert_states(_state(killed, 20), _state(references['two'], 20), **CLOSE)
+  assert cli.main(_train_argv(tmp_path / 'whole', '--quiet')) == 0
+  for step in (10, 20):
+    _assert_states(_state(killed, step), _state(tmp_path / 'whole', step), **CLOSE)
 
 
 def test_helpers_in_one_process(monkeypatch):
