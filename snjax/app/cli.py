@@ -78,7 +78,9 @@ def make_parser() -> argparse.ArgumentParser:
   )
   add_config_flags(train, TrainConfig, choices=CHOICES, recipes=DEFAULTS)
   train.add_argument('--out', help='run folder (default: runs/<dataset>_seed<seed>)')
-  train.add_argument('--resume', action='store_true', help='continue the run in --out from its latest checkpoint')
+  train.add_argument(
+    '--resume', action='store_true', help='continue the run in --out from its newest checkpoint that reads back whole'
+  )
   train.add_argument('--force', action='store_true', help='delete a run already in --out and start again')
   train.add_argument('--quiet', action='store_true', help='no progress bar and no summary')
   _add_coordinator_flags(train)
@@ -93,12 +95,15 @@ def _add_coordinator_flags(parser: argparse.ArgumentParser) -> None:
     'Any of these flags, or the environment variable JAX_COORDINATOR_ADDRESS, calls jax.distributed.initialize; '
     'what is left out JAX finds itself on Cloud TPU, SLURM, Open MPI and Kubernetes.',
   )
-  group.add_argument('--coordinator-address', help='host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS)')
-  group.add_argument('--num-processes', type=int, help='the number of processes of the run')
-  group.add_argument('--process-id', type=int, help="this process's index, 0 .. num-processes - 1")
+  group.add_argument(
+    '--coordinator-address', metavar='HOST:PORT', help='where process 0 serves (default: $JAX_COORDINATOR_ADDRESS)'
+  )
+  group.add_argument('--num-processes', type=int, metavar='N', help='the number of processes of the run')
+  group.add_argument('--process-id', type=int, metavar='I', help="this process's index, 0 .. N - 1")
   group.add_argument(
     '--heartbeat-timeout',
     type=int,
+    metavar='SECONDS',
     help='seconds after which a process that stopped answering is declared dead and the others stop with an '
     "error (default: JAX's, 100)",
   )
