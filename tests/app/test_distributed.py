@@ -8,6 +8,7 @@ its own references (so that pytest-xdist may put the tests on any workers).
 
 import json
 import os
+import re
 import signal
 
 import jax
@@ -197,7 +198,10 @@ def test_sigkill_of_one_process_ends_the_other_and_the_last_checkpoint_restores(
     p0, p1 = launch.finish()
   assert p1.returncode == -9
   assert p0.returncode != 0, launch.report()
-  assert 'JAX distributed service detected fatal errors' in p0.stderr, p0.stderr[-3000:]
+  # Stopped by the runtime once the heartbeat timeout passed (seen so far), or by gloo finding the connection to the
+  # dead process closed, whichever comes first: either way an error that says what happened, not a hang.
+  stopped_by = r'JAX distributed service detected fatal errors|[Gg]loo.*(fail|clos|reset)'
+  assert re.search(stopped_by, p0.stderr), p0.stderr[-3000:]
   assert sorted(os.listdir(killed / 'checkpoints')) == ['10']
   assert not os.path.exists(killed / 'samples.npy')
   # The last complete checkpoint restores, here in one process with one device, and the run goes on as the
