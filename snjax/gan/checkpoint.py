@@ -171,7 +171,8 @@ def _quiet_leftovers() -> None:
 
 
 def _agree(reason: str | None) -> str | None:
-  """With several processes: the first process's reason if any process failed to read a step, else ``None``.
+  """With several processes: ``None`` if every process read the step, else this process's reason (or which process
+  failed, when this one did not).
 
   Every process must pick the same step; a step that one process could not read is skipped by all.
   """
