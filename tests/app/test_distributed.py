@@ -43,9 +43,16 @@ def _train_argv(out, *extra):
   return ['train', '--out', str(out), *FLAGS, *extra]
 
 
+# What gloo prints on stdout when it connects (``[Gloo] Rank 0 is connected to 1 peer ranks. ...``), from several
+# threads at once, so that its pieces may land on separate lines.
+_GLOO = re.compile(
+  r'\[Gloo\] Rank |\d+ is connected to \d+ peer ranks\. Expected number of connected peer ranks is : \d+'
+)
+
+
 def _ours(stdout):
-  """The lines of a process's stdout but gloo's own (``[Gloo] Rank 0 is connected to 1 peer ranks ...``)."""
-  return [line for line in stdout.splitlines() if not line.startswith('[Gloo]')]
+  """The non-empty lines of a process's stdout, gloo's messages taken out."""
+  return [line for line in _GLOO.sub('', stdout).splitlines() if line.strip()]
 
 
 def _read(folder, name):
