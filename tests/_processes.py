@@ -1,16 +1,15 @@
 """Launching real JAX processes from tests: one run of several processes on 127.0.0.1, bounded in time.
 
 Each process gets ``XLA_FLAGS=--xla_force_host_platform_device_count=<n>`` (set before jax is imported, so
-its own n CPU devices), the repository on ``PYTHONPATH``, and the test session's persistent compilation cache
-(the same programs compile once for all the launches of a session; a cached executable is the same binary, so
-runs compare bit for bit all the same). Cross-process collectives on CPU go through gloo, JAX's default.
+its own n CPU devices), the repository on ``PYTHONPATH``, and a persistent compilation cache shared by every
+launch of this user's test sessions (the same programs compile once; a cached executable is the same binary, so
+runs compare bit for bit all the same, and an entry JAX cannot read back, e.g. one being written by another
+process, is compiled again with a warning). Cross-process collectives on CPU go through gloo, JAX's default.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,8 +25,7 @@ LIMIT = 420
 """Seconds any launched process may take before the test kills it and fails (a safety net on a loaded machine,
 not a measure of speed; a healthy launch takes seconds)."""
 
-_CACHE = tempfile.mkdtemp(prefix='snjax-test-jax-cache-')
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+_CACHE = os.path.join(tempfile.gettempdir(), f'snjax-test-jax-cache-{getattr(os, "getuid", lambda: "user")()}')
 
 
 def free_port() -> int:
