@@ -14,6 +14,9 @@ down:
 * :mod:`snjax.app.trainer`: the models, optimizers, train step and keys of a
   configuration.
 * :mod:`snjax.app.chunks`: chunks of train steps (``lax.scan`` or a loop).
+* :mod:`snjax.app.distributed`: one run on several processes (JAX's
+  multi-controller runtime); :mod:`snjax.app.preemption`: the step at which
+  every process saves after a SIGTERM.
 * :mod:`snjax.app.data`, :mod:`snjax.app.models`, :mod:`snjax.app.metrics`,
   :mod:`snjax.app.plots`: the embedded data sets, the networks, the sample
   quality measures, the pictures.

@@ -41,10 +41,20 @@ def auto_chunk_mode(step_jaxpr: Any, platform: str) -> str:
   return 'loop' if keep_out_of_loops(step_jaxpr, platform) else 'scan'
 
 
-def make_chunk(config: TrainConfig, dataset: data.Dataset, trainer: gan.GANTrainer, mode: str = 'auto') -> Chunk:
+def make_chunk(
+  config: TrainConfig,
+  dataset: data.Dataset,
+  trainer: gan.GANTrainer,
+  mode: str = 'auto',
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+) -> Chunk:
   """``(state, data_key, first_step, length) -> (state, metrics)``: ``length`` train steps, metrics stacked.
 
-  Step ``t`` trains on the real batch drawn with ``fold_in(data_key, t)``. Two ways to run the steps, each
+  Step ``t`` trains on the real batch drawn with ``fold_in(data_key, t)``, inside the jitted step, and split over
+  the mesh's devices along its batch axis: every process draws the step's whole batch from the seed (nothing is
+  sent between processes) and its devices keep their rows, so a run on any number of processes and devices
+  trains on the same examples. Two ways to run the steps, each
   deterministic (a resumed run that repeats the same chunks repeats the uninterrupted run bit for bit):
 
   * ``'scan'``: one jitted ``lax.scan`` over the steps (one dispatch per chunk; one compilation per
@@ -61,6 +71,8 @@ def make_chunk(config: TrainConfig, dataset: data.Dataset, trainer: gan.GANTrain
     dataset: the data set the real batches are drawn from.
     trainer: the trainer of :func:`snjax.app.trainer.build`.
     mode: one of :data:`CHUNK_MODES`.
+    mesh: the trainer's mesh (:func:`snjax.gan.data_mesh`), along whose ``'data'`` axis the real batch is split;
+      ``None``: wherever jit puts it.
 
   Returns:
     The chunk function; its metrics are the train step's, each stacked over the steps (leading axis ``length``).
@@ -74,8 +86,12 @@ def make_chunk(config: TrainConfig, dataset: data.Dataset, trainer: gan.GANTrain
   shape = data.sample_shape(dataset)
   n, b = config.n_critic, config.batch_size
 
+  split = None if mesh is None else gan.batch_sharding(mesh, batch_axis=1)
+
   def one(state, data_key, step):
     real = sampler(jax.random.fold_in(data_key, step), n * b).reshape(n, b, *shape)
+    if split is not None:
+      real = jax.lax.with_sharding_constraint(real, split)
     return trainer.train_step(state, real)
 
   def scan_chunk(state, data_key, first_step, length):

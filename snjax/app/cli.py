@@ -6,6 +6,12 @@ The flags of ``snjax train`` are made from the fields of
 explained by the field's entry under the class docstring's Attributes, limited
 to :data:`snjax.app.config.CHOICES` where it names something. A flag left out
 takes the data set's default recipe (:data:`snjax.app.config.DEFAULTS`).
+
+Beside them, the coordinator flags of ``jax.distributed.initialize``
+(``--coordinator-address``, ``--num-processes``, ``--process-id``,
+``--heartbeat-timeout``; :mod:`snjax.app.distributed`) make one run of
+several processes, and a SIGTERM ends a run with a checkpoint, exit status 0
+and the command that continues it (:mod:`snjax.app.preemption`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import argparse
 import dataclasses
 import importlib.util
 import inspect
+import os
 import re
+import shlex
 import sys
 import typing
 from collections.abc import Mapping, Sequence
@@ -33,18 +41,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv: the arguments after the program name (default: ``sys.argv[1:]``).
 
   Returns:
-    The exit status: 0 on success, 1 when the ``snjax[train]`` extra is missing, 2 for an invalid option, an
-    unusable run folder or a diverged run (the message on stderr).
+    The exit status: 0 on success, and after a SIGTERM once the run is checkpointed (a line on stdout says how
+    to continue it); 1 when the ``snjax[train]`` extra is missing; 2 for an invalid option, an unusable run
+    folder, processes that cannot join, or a diverged run (the message on stderr).
 
   Raises:
     SystemExit: from argparse, for ``--help`` or a command line it cannot parse (status 2).
   """
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = make_parser().parse_args(argv)
   if args.command == 'demo':
     from snjax.app import demo
 
     return demo.main(seed=args.seed, steps=args.steps)
-  return _run_train(args)
+  return _run_train(args, argv)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -68,10 +78,35 @@ def make_parser() -> argparse.ArgumentParser:
   )
   add_config_flags(train, TrainConfig, choices=CHOICES, recipes=DEFAULTS)
   train.add_argument('--out', help='run folder (default: runs/<dataset>_seed<seed>)')
-  train.add_argument('--resume', action='store_true', help='continue the run in --out from its latest checkpoint')
+  train.add_argument(
+    '--resume', action='store_true', help='continue the run in --out from its newest checkpoint that reads back whole'
+  )
   train.add_argument('--force', action='store_true', help='delete a run already in --out and start again')
   train.add_argument('--quiet', action='store_true', help='no progress bar and no summary')
+  _add_coordinator_flags(train)
   return parser
+
+
+def _add_coordinator_flags(parser: argparse.ArgumentParser) -> None:
+  """The flags of ``jax.distributed.initialize``: several processes, one per host, train one run together."""
+  group = parser.add_argument_group(
+    'several processes (JAX multi-controller runtime)',
+    'Run the same command on every process (one per host), with the same --out on a file system they all see. '
+    'Any of these flags, or the environment variable JAX_COORDINATOR_ADDRESS, calls jax.distributed.initialize; '
+    'what is left out JAX finds itself on Cloud TPU, SLURM, Open MPI and Kubernetes.',
+  )
+  group.add_argument(
+    '--coordinator-address', metavar='HOST:PORT', help='where process 0 serves (default: $JAX_COORDINATOR_ADDRESS)'
+  )
+  group.add_argument('--num-processes', type=int, metavar='N', help='the number of processes of the run')
+  group.add_argument('--process-id', type=int, metavar='I', help="this process's index, 0 .. N - 1")
+  group.add_argument(
+    '--heartbeat-timeout',
+    type=int,
+    metavar='SECONDS',
+    help='seconds after which a process that stopped answering is declared dead and the others stop with an '
+    "error (default: JAX's, 100)",
+  )
 
 
 def add_config_flags(
@@ -155,7 +190,34 @@ def _installed(module: str) -> bool:
     return False
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def _resume_command(argv: Sequence[str], out: str) -> str:
+  """The command that continues the run of ``snjax <argv>``: the same, with ``--resume`` (and ``--out``)."""
+  args = [a for a in argv if a != '--force']
+  if '--out' not in args and not any(a.startswith('--out=') for a in args):
+    args += ['--out', out]
+  if '--resume' not in args:
+    args.append('--resume')
+  return shlex.join(['snjax', *args])
+
+
+def _join_processes(args: argparse.Namespace) -> None:
+  """``jax.distributed.initialize`` when the coordinator flags (or ``JAX_COORDINATOR_ADDRESS``) ask for it.
+
+  Raises:
+    ValueError: a bad flag, or the runtime's own error (one line) when the processes cannot join.
+  """
+  from snjax.app import distributed
+
+  try:
+    distributed.initialize(
+      args.coordinator_address, args.num_processes, args.process_id, heartbeat_timeout=args.heartbeat_timeout
+    )
+  except (RuntimeError, ValueError, TypeError) as e:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise ValueError(f'the processes cannot join (jax.distributed.initialize): {first}') from None
+
+
+def _run_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
   missing = [m for m in TRAIN_EXTRAS if not _installed(m)]
   if missing:
     print(
@@ -163,16 +225,24 @@ def _run_train(args: argparse.Namespace) -> int:
       file=sys.stderr,
     )
     return 1
-  from snjax.app import run
+  from snjax.app import distributed, run
 
   options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != 'dataset'}
   out = args.out or f'runs/{args.dataset}_seed{args.seed}'
   try:
     config = TrainConfig.for_dataset(args.dataset, **options)
-    run.train(config, out, resume=args.resume, force=args.force, progress=not args.quiet)
+    _join_processes(args)
+    result = run.train(config, out, resume=args.resume, force=args.force, progress=not args.quiet)
   except (ValueError, FloatingPointError) as e:
     print(f'snjax train: error: {e}', file=sys.stderr)
     return 2
+  preempted_at = (result or {}).get('preempted_at')
+  if preempted_at is not None and distributed.is_primary():
+    print(
+      f'snjax train: stopped by SIGTERM after saving step {preempted_at} in '
+      f'{os.path.join(out, "checkpoints")}; to continue, run (on every process): {_resume_command(argv, out)}',
+      flush=True,
+    )
   return 0
 
 

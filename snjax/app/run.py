@@ -20,6 +20,17 @@ SIGKILL) and restarted with ``resume=True`` executes the same compiled chunks
 on the same values and ends with the same samples, bit for bit, as an
 uninterrupted run on the same devices.
 
+Several processes (a TPU pod slice, GPU hosts; :mod:`snjax.app.distributed`)
+run the same :func:`train` on a run folder they all see: the mesh spans every
+process's devices, each process draws each batch from the seed and keeps its
+devices' rows, the state is replicated and identical everywhere, checkpoints
+are written by all together, and process 0 alone writes the other outputs and
+shows progress. A SIGTERM to any process (a preemption) makes every process
+save at the next step boundary they agree on and return
+(:mod:`snjax.app.preemption`); a resumed run continues bit for bit. A
+checkpoint damaged on disk is skipped for the newest one that reads back whole
+(:meth:`snjax.gan.checkpoint.Checkpointer.restore`).
+
 Outputs in the run folder (:mod:`snjax.app.run_folder`): ``config.json``,
 ``checkpoints/``, ``history.json`` (losses and sigmas every ``log_every``
 steps), ``samples.npy`` (2,500 samples of the generator EMA),
@@ -32,7 +43,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import sys
 import time
+import warnings
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -41,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from snjax import gan
-from snjax.app import chunks, data, metrics, trainer
+from snjax.app import chunks, data, distributed, metrics, preemption, trainer
 from snjax.app.config import TrainConfig
 from snjax.app.run_folder import CHECKPOINTS, RunFolderError, prepare_run_folder, read_json, write_json
 
@@ -71,7 +84,7 @@ def _machinery(config: TrainConfig, mesh) -> Machinery:
   depends on it)."""
   dataset = data.get_dataset(config.dataset)
   generator, critic, gan_trainer = trainer.build(config, dataset, mesh)
-  return Machinery(dataset, generator, critic, gan_trainer, chunks.make_chunk(config, dataset, gan_trainer))
+  return Machinery(dataset, generator, critic, gan_trainer, chunks.make_chunk(config, dataset, gan_trainer, mesh=mesh))
 
 
 def _prepare(config: TrainConfig, mesh) -> Machinery:
@@ -83,16 +96,41 @@ def _prepare(config: TrainConfig, mesh) -> Machinery:
   return _machinery(dataclasses.replace(config, seed=0, steps=config.steps if config.lr_decay else 1), mesh)
 
 
-def _restore(ckpt, state: gan.GANTrainState, out_dir: str) -> tuple[gan.GANTrainState, list[dict[str, Any]]]:
-  """The latest checkpoint of the run in ``out_dir`` and its history up to that step.
+def _prepare_folder(out_dir: str, config: TrainConfig, *, resume: bool, force: bool) -> bool:
+  """Every process checks the run folder, process 0 clears it for ``force``, then all wait: whether to restore.
 
   Raises:
-    RunFolderError: the checkpoint does not fit the state (another model or configuration).
+    RunFolderError: see :func:`snjax.app.run_folder.prepare_run_folder`.
   """
+  restore = prepare_run_folder(out_dir, config, resume=resume, force=force, clear=distributed.is_primary())
+  distributed.barrier('snjax-train-run-folder')
+  return restore
+
+
+def _restore(ckpt, state: gan.GANTrainState, out_dir: str) -> tuple[gan.GANTrainState, list[dict[str, Any]]]:
+  """The newest checkpoint of the run in ``out_dir`` that reads back whole, and its history up to that step.
+
+  Each newer checkpoint that did not read back (a truncated or deleted file) is named in one line on stderr, with
+  the reason, by process 0.
+
+  Raises:
+    RunFolderError: the checkpoint does not fit the state (another model or configuration), or no checkpoint
+      reads back whole.
+  """
+  from snjax.gan.checkpoint import UnreadableCheckpointWarning
+
   try:
-    state = ckpt.restore(state)
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter('always', UnreadableCheckpointWarning)
+      state = ckpt.restore(state)
   except ValueError as e:
     raise RunFolderError(f'cannot resume the run in {out_dir!r}: {e}') from None
+  for w in caught:
+    if issubclass(w.category, UnreadableCheckpointWarning):
+      if distributed.is_primary():
+        print(f'snjax train: {w.message}', file=sys.stderr)
+    else:
+      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
   hist_path = os.path.join(out_dir, 'history.json')
   if not os.path.exists(hist_path):
     return state, []
@@ -123,66 +161,81 @@ def _train_chunks(
   out_dir: str,
   history: list[dict[str, Any]],
   progress: bool,
-) -> gan.GANTrainState:
-  """Trains from ``state.step`` to ``end`` in chunks ending on multiples of ``log_every``.
+  watch: preemption.PreemptionWatch,
+) -> tuple[gan.GANTrainState, bool]:
+  """Trains from ``state.step`` to ``end`` in chunks ending on multiples of ``log_every``, or until preempted.
 
   Each chunk appends its entry to ``history``; on multiples of ``checkpoint_every`` and at ``end`` the history is
-  written and the state checkpointed.
+  written (by process 0) and the state checkpointed (by all). After each chunk but the last, ``watch`` says whether
+  every process is to save and stop there (a SIGTERM).
 
   Returns:
-    The state at ``end``.
+    ``(state, preempted)``: the state at ``end``, or at the boundary where a preemption was saved.
 
   Raises:
     FloatingPointError: a chunk had a non-finite loss or gradient (its steps were not applied).
   """
   data_key = trainer.run_keys(config.seed).data
   step = int(state.step)
-  bar = _progress_bar(config, step) if progress else None
-  while step < end:
+  bar = _progress_bar(config, step) if progress and distributed.is_primary() else None
+  preempted = False
+  while step < end and not preempted:
     length = min(config.log_every - step % config.log_every, end - step)
     state, chunk_metrics = chunk(state, data_key, jnp.int32(step), length)
     step += length
-    entry = chunks.summarize_chunk(step, chunk_metrics)
+    entry = chunks.summarize_chunk(step, jax.tree_util.tree_map(distributed.to_host, chunk_metrics))
     if not entry.get('finite', True):
       raise FloatingPointError(
         f'training diverged (non-finite loss or gradients) before step {step}; the state was not updated; '
         'try a lower learning rate.'
       )
     history.append(entry)
-    if step % config.checkpoint_every == 0 or step == end:
-      write_json(os.path.join(out_dir, 'history.json'), history)
-      ckpt.save(state, step=step, force=step == end)
+    preempted = step < end and watch.reached()
+    if step % config.checkpoint_every == 0 or step == end or preempted:
+      _checkpoint(ckpt, state, step, history, out_dir, force=step == end or preempted)
     if bar is not None:
       _show_progress(bar, entry, length)
   if bar is not None:
     bar.close()
-  return state
+  return state, preempted
+
+
+def _checkpoint(ckpt, state: gan.GANTrainState, step: int, history: list[dict[str, Any]], out_dir: str, *, force: bool):
+  """Writes the history (process 0) and checkpoints the state at ``step`` (every process), unless already saved."""
+  if distributed.is_primary():
+    write_json(os.path.join(out_dir, 'history.json'), history)
+  if ckpt.latest_step() != step:
+    ckpt.save(state, step=step, force=force)
+
+
+def _final_samples(config: TrainConfig, machinery: Machinery, state: gan.GANTrainState) -> np.ndarray:
+  """The samples of the generator EMA that are measured and plotted, on every process (all compute them)."""
+  eval_key = trainer.run_keys(config.seed).evaluation
+  samples = distributed.to_host(machinery.trainer.sample(state, eval_key, metrics.N_EVAL_SAMPLES))
+  return samples[..., 0] if isinstance(machinery.dataset, data.Digits) else samples
 
 
 def _write_outputs(
   config: TrainConfig,
-  machinery: Machinery,
-  state: gan.GANTrainState,
+  dataset: data.Dataset,
+  samples: np.ndarray,
   history: list[dict[str, Any]],
   out_dir: str,
   *,
-  devices: int,
+  steps: int,
+  mesh: jax.sharding.Mesh,
   train_seconds: float,
 ) -> dict[str, Any]:
-  """Samples the generator EMA, measures the samples, writes the outputs; returns the contents of ``metrics.json``."""
-  dataset = machinery.dataset
-  eval_key = trainer.run_keys(config.seed).evaluation
-  samples = np.asarray(machinery.trainer.sample(state, eval_key, metrics.N_EVAL_SAMPLES))
-  if isinstance(dataset, data.Digits):
-    samples = samples[..., 0]
+  """Measures the samples and writes the outputs (process 0's job); returns the contents of ``metrics.json``."""
   np.save(os.path.join(out_dir, 'samples.npy'), samples)
   quality = metrics.evaluate(dataset, samples)
   last = history[-1] if history else {}
   summary = {
     'dataset': config.dataset,
-    'steps': int(state.step),
+    'steps': steps,
     'seed': config.seed,
-    'devices': devices,
+    'devices': mesh.devices.size,
+    'processes': jax.process_count(),
     'device_kind': jax.devices()[0].device_kind,
     'train_seconds_this_session': round(train_seconds, 2),
     'metrics': quality,
@@ -197,6 +250,41 @@ def _write_outputs(
   return summary
 
 
+def _train_session(
+  config: TrainConfig,
+  chunk: chunks.Chunk,
+  state: gan.GANTrainState,
+  out_dir: str,
+  *,
+  restore: bool,
+  end: int,
+  progress: bool,
+  watch: preemption.PreemptionWatch,
+) -> tuple[gan.GANTrainState, list[dict[str, Any]], bool, float]:
+  """Restores the run (if ``restore``), trains it to ``end`` or until preempted, checkpointing on the way.
+
+  Returns:
+    ``(state, history, preempted, seconds)``: the last state, the history up to it, whether a SIGTERM stopped the
+    run, and the seconds this took.
+  """
+  from snjax.gan.checkpoint import Checkpointer
+
+  history: list[dict[str, Any]] = []
+  t_start = time.perf_counter()
+  with Checkpointer(
+    os.path.join(out_dir, CHECKPOINTS), save_interval_steps=config.checkpoint_every, max_to_keep=2
+  ) as ckpt:
+    if restore:
+      state, history = _restore(ckpt, state, out_dir)
+    if distributed.is_primary():
+      write_json(os.path.join(out_dir, 'config.json'), config.to_json())
+    state, preempted = _train_chunks(
+      config, chunk, state, end, ckpt=ckpt, out_dir=out_dir, history=history, progress=progress, watch=watch
+    )
+    ckpt.wait_until_finished()
+  return state, history, preempted, time.perf_counter() - t_start
+
+
 def train(
   config: TrainConfig,
   out_dir: str,
@@ -208,50 +296,51 @@ def train(
 ) -> dict[str, Any]:
   """Trains, checkpoints, samples, plots and measures one run; returns the contents of ``metrics.json``.
 
+  With several processes (``jax.distributed.initialize`` called first, :mod:`snjax.app.distributed`), every
+  process calls it with the same arguments on a folder they all see; process 0 writes the outputs and shows the
+  progress.
+
   Args:
     config: the run's configuration.
     out_dir: the run folder (created if missing).
-    resume: continue from the folder's latest checkpoint (same configuration).
+    resume: continue from the folder's newest checkpoint that reads back whole (same configuration).
     force: delete a run already in the folder and start again.
     progress: show a tqdm progress bar and print the summary.
     stop_after: stop (after checkpointing) once this many steps are done, without the outputs; for tests of
       resumption.
 
   Returns:
-    The summary dict written to ``metrics.json`` (or ``{'stopped_at': step}`` with ``stop_after``).
+    The summary dict written to ``metrics.json``; ``{'stopped_at': step}`` with ``stop_after``;
+    ``{'preempted_at': step}`` when a SIGTERM stopped the run after checkpointing that step (resume it with
+    ``resume=True``); on processes other than 0, ``{'steps': step}`` instead of the summary.
 
   Raises:
-    RunFolderError: see :func:`snjax.app.run_folder.prepare_run_folder`; or a checkpoint that does not fit.
+    RunFolderError: see :func:`snjax.app.run_folder.prepare_run_folder`; or a checkpoint that does not fit, or
+      none that reads back whole.
     ValueError: an invalid configuration, or a batch size the device count does not divide.
     FloatingPointError: training diverged (a non-finite loss or gradient).
   """
-  from snjax.gan.checkpoint import Checkpointer
-
   config.validate()
-  restore = prepare_run_folder(out_dir, config, resume=resume, force=force)
-  mesh = gan.data_mesh()
-  machinery = _prepare(config, mesh)
-  state = trainer.init_state(config, machinery.dataset, machinery.generator, machinery.critic, machinery.trainer)
-  os.makedirs(out_dir, exist_ok=True)
-  history: list[dict[str, Any]] = []
-  end = config.steps if stop_after is None else min(config.steps, stop_after)
-  t_start = time.perf_counter()
-  with Checkpointer(
-    os.path.join(out_dir, CHECKPOINTS), save_interval_steps=config.checkpoint_every, max_to_keep=2
-  ) as ckpt:
-    if restore:
-      state, history = _restore(ckpt, state, out_dir)
-    write_json(os.path.join(out_dir, 'config.json'), config.to_json())
-    state = _train_chunks(
-      config, machinery.chunk, state, end, ckpt=ckpt, out_dir=out_dir, history=history, progress=progress
+  with preemption.PreemptionWatch() as watch:
+    restore = _prepare_folder(out_dir, config, resume=resume, force=force)
+    mesh = gan.data_mesh()
+    machinery = _prepare(config, mesh)
+    state = trainer.init_state(config, machinery.dataset, machinery.generator, machinery.critic, machinery.trainer)
+    os.makedirs(out_dir, exist_ok=True)
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+    state, history, preempted, seconds = _train_session(
+      config, machinery.chunk, state, out_dir, restore=restore, end=end, progress=progress, watch=watch
     )
-    ckpt.wait_until_finished()
-  train_seconds = time.perf_counter() - t_start
-  if end < config.steps:
-    return {'stopped_at': end}
-  summary = _write_outputs(
-    config, machinery, state, history, out_dir, devices=mesh.devices.size, train_seconds=train_seconds
-  )
+    if preempted:
+      return {'preempted_at': int(state.step)}
+    if end < config.steps:
+      return {'stopped_at': end}
+    samples = _final_samples(config, machinery, state)
+    if not distributed.is_primary():
+      return {'steps': int(state.step)}
+    summary = _write_outputs(
+      config, machinery.dataset, samples, history, out_dir, steps=int(state.step), mesh=mesh, train_seconds=seconds
+    )
   if progress:
     print(format_summary(summary, out_dir))
   return summary
@@ -270,7 +359,7 @@ def format_summary(summary: dict[str, Any], out_dir: str) -> str:
   m = summary['metrics']
   lines = [
     f'snjax train: {summary["dataset"]}, {summary["steps"]} steps, seed {summary["seed"]}, '
-    f'{summary["devices"]} device(s) ({summary["device_kind"]}), '
+    f'{_devices_text(summary)} ({summary["device_kind"]}), '
     f'{summary["train_seconds_this_session"]:.1f} s of training in this session',
   ]
   if 'modes_covered' in m:
@@ -296,3 +385,9 @@ def format_summary(summary: dict[str, Any], out_dir: str) -> str:
     lines.append('  sigma (raw critic weights): ' + ', '.join(f'{k} {v:.3f}' for k, v in sig.items()))
   lines.append(f'  outputs in {out_dir}: samples.npy, samples.png, curves.png, metrics.json, checkpoints/')
   return '\n'.join(lines)
+
+
+def _devices_text(summary: dict[str, Any]) -> str:
+  """``'8 device(s)'``, or ``'8 devices in 2 processes'`` for a run of several processes."""
+  devices, processes = summary['devices'], summary.get('processes', 1)
+  return f'{devices} device(s)' if processes == 1 else f'{devices} devices in {processes} processes'

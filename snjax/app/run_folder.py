@@ -70,7 +70,9 @@ def _config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]
   return diffs
 
 
-def prepare_run_folder(out_dir: str, config: TrainConfig, *, resume: bool = False, force: bool = False) -> bool:
+def prepare_run_folder(
+  out_dir: str, config: TrainConfig, *, resume: bool = False, force: bool = False, clear: bool = True
+) -> bool:
   """Checks (and with ``force`` clears) the output folder; returns whether a checkpoint should be restored.
 
   * A folder holding no run (missing, or without ``config.json``,
@@ -86,6 +88,8 @@ def prepare_run_folder(out_dir: str, config: TrainConfig, *, resume: bool = Fals
     config: the configuration of the run to make or continue.
     resume: continue a run already in the folder.
     force: delete a run already in the folder.
+    clear: do the deleting that ``force`` asks for; ``False`` on all processes of a run but one, which only
+      check (every process checks, one clears, then all wait for one another).
 
   Returns:
     Whether the folder holds a run to continue (restore its latest checkpoint).
@@ -102,7 +106,8 @@ def prepare_run_folder(out_dir: str, config: TrainConfig, *, resume: bool = Fals
   if not os.path.isdir(out_dir) or not _holds_run(out_dir):
     return False
   if force:
-    _clear(out_dir)
+    if clear:
+      _clear(out_dir)
     return False
   if not resume:
     raise RunFolderError(

@@ -32,6 +32,7 @@ the values it computes are laid out (``jax.lax.with_sharding_constraint``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,14 +93,47 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
 
   Outside ``jit``: ``jax.device_put`` (inside a jitted function, use ``snjax.gan._sharding.constrain_replicated``).
 
+  With several processes (``jax.process_count() > 1``) every process passes
+  its own copy of ``tree``, which must be the same everywhere (e.g. made from
+  the same seed): each leaf becomes a global array with
+  ``jax.make_array_from_process_local_data``, and one collective check (a
+  fingerprint of the whole tree, gathered from every process) makes sure the
+  copies agree, where ``jax.device_put`` would check each leaf by itself.
+
   Args:
     tree: a pytree of arrays.
     mesh: the mesh.
 
   Returns:
     The same pytree, each leaf a ``jax.Array`` with a full copy on every device.
+
+  Raises:
+    ValueError: with several processes, ``tree`` differs between them.
   """
-  return jax.device_put(tree, replicated(mesh))
+  sharding = replicated(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  host = jax.tree_util.tree_map(np.asarray, tree)
+  _check_same_on_every_process(host)
+  return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, x), host)
+
+
+def _check_same_on_every_process(tree: PyTree) -> None:
+  """Raises unless every process holds the same (host) ``tree``: its SHA-256, gathered from every process."""
+  from jax.experimental import multihost_utils
+
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    digest.update(f'{jax.tree_util.keystr(path)} {leaf.dtype} {leaf.shape}'.encode())
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  mine = np.frombuffer(digest.digest(), np.uint32)
+  every = np.asarray(multihost_utils.process_allgather(mine))
+  differ = [p for p in range(every.shape[0]) if not np.array_equal(every[p], every[0])]
+  if differ:
+    raise ValueError(
+      f'replicate: process(es) {differ} hold a different tree from process 0 (another seed, model or state); '
+      'every process must pass the same values.'
+    )
 
 
 def shard_batch(batch: PyTree, mesh: Mesh, *, batch_axis: int = 0, axis_name: str = 'data') -> PyTree:

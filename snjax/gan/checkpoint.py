@@ -25,6 +25,18 @@ complete; a process killed during a save leaves no step directory that
 :meth:`Checkpointer.restore` would read (the leftover is removed when the next
 :class:`Checkpointer` opens the directory).
 
+Damage: a step whose files were truncated or deleted afterwards (a full disk,
+a disk error) does not end a run. :meth:`Checkpointer.restore` restores the
+newest checkpoint that reads back whole, warns in one line
+(:class:`UnreadableCheckpointWarning`) about each newer one it skipped and
+why, and removes those, so that training saves them again; when none reads
+back it raises :class:`UnreadableCheckpointError`, naming the directory.
+
+Several processes (``jax.distributed.initialize``): every process calls
+:meth:`Checkpointer.save` and :meth:`Checkpointer.restore` with its global
+arrays, into a directory they all see; Orbax writes each array once,
+collectively, and commits the step when every process is done.
+
 A non-finite state (a NaN or inf in any floating leaf) is never saved:
 :meth:`Checkpointer.save` raises :class:`NonFiniteStateError` and the last good
 checkpoint stays the latest.
@@ -32,12 +44,17 @@ checkpoint stays the latest.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import sys
+import warnings
 from typing import Any
 
 import flax.serialization
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from snjax._options import check_int
 from snjax.gan._updates import all_finite
@@ -55,6 +72,18 @@ _SIGNATURE = 'signature'
 
 class NonFiniteStateError(ValueError):
   """Raised by :meth:`Checkpointer.save` for a state holding NaN or inf (nothing is written)."""
+
+
+class CheckpointMismatchError(ValueError):
+  """Raised by :meth:`Checkpointer.restore` for a checkpoint saved from another model or training state."""
+
+
+class UnreadableCheckpointError(ValueError):
+  """Raised by :meth:`Checkpointer.restore` when no checkpoint (or not the one asked for) reads back whole."""
+
+
+class UnreadableCheckpointWarning(UserWarning):
+  """Warned by :meth:`Checkpointer.restore` for each newer checkpoint it skipped because it did not read back."""
 
 
 def _signature(tree: PyTree) -> dict[str, list]:
@@ -85,11 +114,76 @@ def _compare(saved: dict, expected: dict, where: str) -> None:
       parts.append(f'not in the template: {extra[:10]}' + (' ...' if len(extra) > 10 else ''))
     if differ:
       parts.append('different shape or dtype: ' + '; '.join(differ[:10]) + (' ...' if len(differ) > 10 else ''))
-    raise ValueError(
+    raise CheckpointMismatchError(
       f'{where} was saved from a different model or training state than the one given to restore: '
       + ' | '.join(parts)
       + '. Restore into a state built with the same models, optimizers and options, or use a new directory.'
     )
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+  """The reason ``error`` gives, on one line of at most ``limit`` characters (its middle cut when longer).
+
+  TensorStore's errors (``OUT_OF_RANGE: Error opening "cast" driver: ... [tensorstore_spec='{...}']``) keep their
+  status, what could not be read and why; the driver chain and the spec they append are left out.
+  """
+  text = re.split(r' \[tensorstore_spec', str(error).strip(), maxsplit=1)[0]
+  text = re.sub(r'Error opening "\w+" driver: ', '', ' '.join(text.split()))
+  if not re.match(r'[A-Z_]+: ', text):  # not a status-prefixed TensorStore message: say what kind of error
+    text = f'{type(error).__name__}: {text}' if text else type(error).__name__
+  if len(text) > limit:
+    text = text[: limit // 3] + ' ... ' + text[-(limit - limit // 3 - 5) :]
+  return text
+
+
+def _is_closed_loop_report(unraisable) -> bool:
+  return unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == 'Event loop is closed'
+
+
+class _OrbaxReadLeftovers(logging.Filter):
+  """Drops asyncio's report of an Orbax read task whose error was already reported (see :func:`_quiet_leftovers`)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith('Task exception was never retrieved') and 'orbax' in message)
+
+
+def _quiet_leftovers() -> None:
+  """Silences the reports that a failed Orbax read leaves behind, from the first restore on (installed once).
+
+  When one array of a step cannot be read, Orbax closes its event loop while the step's other TensorStore
+  reads are still running; as they end, each reports ``RuntimeError: Event loop is closed`` (a traceback
+  through ``sys.unraisablehook``) and asyncio logs ``Task exception was never retrieved``, dozens of lines
+  about the error :meth:`Checkpointer.restore` has already reported in one. Only those two reports are
+  dropped; every other one goes to the previous hook or handler.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, '_snjax_quiet_leftovers', False):
+    return
+
+  def hook(unraisable):
+    if not _is_closed_loop_report(unraisable):
+      previous(unraisable)
+
+  hook._snjax_quiet_leftovers = True
+  sys.unraisablehook = hook
+  logging.getLogger('asyncio').addFilter(_OrbaxReadLeftovers())
+
+
+def _agree(reason: str | None) -> str | None:
+  """With several processes: ``None`` if every process read the step, else this process's reason (or which process
+  failed, when this one did not).
+
+  Every process must pick the same step; a step that one process could not read is skipped by all.
+  """
+  if jax.process_count() == 1:
+    return reason
+  from jax.experimental import multihost_utils
+
+  failed = np.asarray(multihost_utils.process_allgather(np.int32(reason is not None)))
+  if not failed.any():
+    return None
+  return reason if reason is not None else f'process {int(np.argmax(failed))} could not read it'
 
 
 class Checkpointer:
@@ -164,12 +258,23 @@ class Checkpointer:
     )
 
   def restore(self, template: PyTree, *, step: int | None = None) -> PyTree:
-    """Restores the checkpoint at ``step`` (default: the latest) into the structure of ``template``.
+    """Restores the checkpoint at ``step`` (default: the newest that reads back whole) into ``template``'s structure.
+
+    With ``step=None``, the saved steps are tried from the newest: a step
+    whose files cannot be read (truncated, deleted) or that holds NaN or inf
+    (never saved, so a sign of damage) is skipped; once an older one is
+    restored, a one-line :class:`UnreadableCheckpointWarning` names each
+    skipped step and why, and the skipped steps are deleted (training saves
+    them again; left in place, Orbax would see them as the latest and skip
+    the new saves). With several processes, a step counts as readable only
+    if it reads back on every process.
 
     Args:
       template: a state of the same structure, shapes and dtypes (e.g. a
-        freshly initialized one); its arrays' shardings are kept.
-      step: which checkpoint; ``None`` for the latest.
+        freshly initialized one); its arrays' shardings are kept, so a
+        checkpoint saved on other devices or by another number of processes
+        is read into this one's placement.
+      step: which checkpoint; ``None`` for the newest readable one.
 
     Returns:
       The restored state, or ``template`` itself when ``step`` is ``None``
@@ -177,21 +282,74 @@ class Checkpointer:
 
     Raises:
       FileNotFoundError: an explicit ``step`` that is not saved.
-      ValueError: the checkpoint was saved from a different model or state
-        (the message lists the differing paths).
+      CheckpointMismatchError: (a ``ValueError``) the checkpoint was saved
+        from a different model or state (the message lists the differing
+        paths); never skipped as damage.
+      UnreadableCheckpointError: (a ``ValueError``) the explicit ``step``, or
+        with ``step=None`` every saved step, does not read back whole; one
+        line naming the directory and each step's reason.
     """
-    if step is None:
-      step = self.manager.latest_step()
-      if step is None:
-        return template
-    elif step not in self.manager.all_steps():
-      raise FileNotFoundError(f'no checkpoint at step {step} in {self.directory}; saved steps: {self.all_steps()}.')
+    if step is not None:
+      if step not in self.manager.all_steps():
+        raise FileNotFoundError(f'no checkpoint at step {step} in {self.directory}; saved steps: {self.all_steps()}.')
+      restored, reason = self._try_restore(template, step)
+      if reason is not None:
+        raise UnreadableCheckpointError(
+          f'checkpoint step {step} in {self.directory} does not read back whole: {reason}'
+        )
+      return restored
+    skipped = []
+    for candidate in sorted(self.manager.all_steps(), reverse=True):
+      restored, reason = self._try_restore(template, candidate)
+      if reason is None:
+        self._drop_unreadable(skipped, candidate)
+        return restored
+      skipped.append((candidate, reason))
+    if not skipped:
+      return template
+    raise UnreadableCheckpointError(
+      f'no checkpoint in {self.directory} reads back whole: '
+      + '; '.join(f'step {s}: {reason}' for s, reason in skipped)
+      + '. Start a new run (another folder, or delete this one).'
+    )
+
+  def _try_restore(self, template: PyTree, step: int) -> tuple[PyTree, str | None]:
+    """``(state, None)``, or ``(None, why)`` when step ``step`` does not read back whole on every process."""
+    _quiet_leftovers()
     tree = flax.serialization.to_state_dict(template)
-    saved = self.manager.restore(step, args=ocp.args.Composite(**{_SIGNATURE: ocp.args.JsonRestore()}))[_SIGNATURE]
+    saved, reason = None, None
+    try:
+      saved = self.manager.restore(step, args=ocp.args.Composite(**{_SIGNATURE: ocp.args.JsonRestore()}))[_SIGNATURE]
+      if not isinstance(saved, dict):
+        raise ValueError(f'its signature is not a JSON object but {type(saved).__name__}')
+    except Exception as e:  # Orbax / TensorStore / JSON errors of a damaged step: all mean "unreadable"
+      reason = _one_line(e)
+    reason = _agree(reason)
+    if reason is not None:
+      return None, reason
     _compare(saved, _signature(tree), f'checkpoint step {step} in {self.directory}')
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract)}))
-    return flax.serialization.from_state_dict(template, restored[_STATE])
+    state = None
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract)}))
+      state = flax.serialization.from_state_dict(template, restored[_STATE])
+      if not bool(_all_finite(state)):
+        reason = 'it holds NaN or inf, which is never saved'
+    except Exception as e:  # as above
+      reason = _one_line(e)
+    reason = _agree(reason)
+    return (None, reason) if reason is not None else (state, None)
+
+  def _drop_unreadable(self, skipped: list[tuple[int, str]], restored: int) -> None:
+    """Warns about and deletes the steps skipped before ``restored`` was restored."""
+    for step, reason in skipped:
+      warnings.warn(
+        f'checkpoint step {step} in {self.directory} does not read back whole ({reason}); '
+        f'restored step {restored} instead and deleted step {step}.',
+        UnreadableCheckpointWarning,
+        stacklevel=3,
+      )
+      self.manager.delete(step)
 
   def latest_step(self) -> int | None:
     """The latest saved step, or ``None``."""

@@ -7,6 +7,7 @@ import re
 import sys
 import typing
 
+import jax
 import pytest
 
 from snjax.app import cli, run
@@ -127,6 +128,41 @@ def test_missing_extra_is_named(tmp_path, monkeypatch, capsys):
   assert cli.main(['train', '--out', str(out), '--quiet']) == 1
   assert "missing module(s) tqdm; install the extra: pip install 'snjax[train]'" in capsys.readouterr().err
   assert not out.exists()
+
+
+def test_coordinator_flags_join_the_processes_before_the_run(monkeypatch, tmp_path, capsys):
+  """The coordinator flags (or JAX_COORDINATOR_ADDRESS) reach jax.distributed.initialize, before the run; none of
+  them: one process, the runtime not started."""
+  joined = []
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda *a, **kw: joined.append((a, kw)))
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: False)
+  monkeypatch.setattr(run, 'train', lambda config, out, **kw: joined.append('train') or {'steps': config.steps})
+  monkeypatch.delenv('JAX_COORDINATOR_ADDRESS', raising=False)
+  out = str(tmp_path / 'run')
+  assert cli.main(['train', '--out', out, '--quiet']) == 0
+  assert joined == ['train']
+  flags = ['--coordinator-address', 'host0:1234', '--num-processes', '4', '--process-id', '3']
+  assert cli.main(['train', '--out', out, *flags, '--heartbeat-timeout', '30', '--quiet']) == 0
+  assert joined[1:] == [(('host0:1234', 4, 3), {'heartbeat_timeout_seconds': 30}), 'train']
+  monkeypatch.setenv('JAX_COORDINATOR_ADDRESS', 'host0:1234')  # JAX reads it; the rest from the cluster
+  assert cli.main(['train', '--out', out, '--quiet']) == 0
+  assert joined[3:] == [((None, None, None), {}), 'train']
+  capsys.readouterr()
+  assert cli.main(['train', '--out', out, '--heartbeat-timeout', '0', '--quiet']) == 2
+  assert capsys.readouterr().err == (
+    'snjax train: error: the processes cannot join (jax.distributed.initialize): '
+    'heartbeat_timeout (seconds) must be an int >= 1, got 0.\n'
+  )
+  assert joined[5:] == []
+
+
+def test_processes_that_cannot_join_are_a_one_line_error(tmp_path, capsys):
+  out = tmp_path / 'never'
+  flags = ['--coordinator-address', '127.0.0.1:1', '--num-processes', '2', '--process-id', '5']
+  assert cli.main(['train', '--out', str(out), *flags, '--quiet']) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('snjax train: error: the processes cannot join (jax.distributed.initialize): ')
+  assert len(err.splitlines()) == 1 and not out.exists()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from snjax.app import cli
 from snjax.app.run import format_summary, train
 from snjax.app.run_folder import RunFolderError
+from tests._checkpoints import damage
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -144,6 +146,44 @@ def test_resume_with_a_different_configuration_is_refused(finished_run, capsys, 
   assert snapshot(out) == before
   with pytest.raises(RunFolderError, match='--resume and --force exclude each other'):
     train(tiny(), out, resume=True, force=True, progress=False)
+
+
+def test_damaged_checkpoint_gives_way_to_the_previous_one_in_one_line(tmp_path, finished_run, tiny, tiny_flags, capsys):
+  """The newest checkpoint truncated: the run resumes from the one before (one line on stderr says which step was
+  skipped and why) and ends as the uninterrupted run, bit for bit."""
+  out = str(tmp_path / 'damaged')
+  assert train(tiny(), out, progress=False, stop_after=15) == {'stopped_at': 15}
+  damage(os.path.join(out, 'checkpoints', '15'), 'truncate')
+  capsys.readouterr()
+  assert cli.main(['train', '--out', out, *tiny_flags, '--steps', '20', '--resume', '--quiet']) == 0
+  err = capsys.readouterr().err
+  assert len(err.splitlines()) == 1 and 'Traceback' not in err, err
+  assert re.fullmatch(
+    rf'snjax train: checkpoint step 15 in {re.escape(out)}/checkpoints does not read back whole \(OUT_OF_RANGE: .*'
+    r'is not valid for value of size \d+\); restored step 10 instead and deleted step 15\.\n',
+    err,
+  ), err
+  np.testing.assert_array_equal(
+    np.load(os.path.join(out, 'samples.npy')), np.load(os.path.join(finished_run[0], 'samples.npy'))
+  )
+
+
+def test_no_readable_checkpoint_is_a_one_line_error_naming_the_folder(tmp_path, tiny, tiny_flags, capsys, snapshot):
+  out = str(tmp_path / 'lost')
+  assert train(tiny(), out, progress=False, stop_after=15) == {'stopped_at': 15}
+  damage(os.path.join(out, 'checkpoints', '15'), 'truncate')
+  damage(os.path.join(out, 'checkpoints', '10'), 'delete')
+  before = snapshot(out)
+  capsys.readouterr()
+  assert cli.main(['train', '--out', out, *tiny_flags, '--steps', '20', '--resume', '--quiet']) == 2
+  err = capsys.readouterr().err
+  assert len(err.splitlines()) == 1 and 'Traceback' not in err, err
+  assert err.startswith(
+    f"snjax train: error: cannot resume the run in '{out}': no checkpoint in {out}/checkpoints reads back whole: "
+    'step 15: OUT_OF_RANGE: '
+  )
+  assert '; step 10: NOT_FOUND: ' in err and err.endswith('Start a new run (another folder, or delete this one).\n')
+  assert snapshot(out) == before
 
 
 def test_digits_run(tmp_path, tiny):

@@ -1,6 +1,8 @@
-"""Tests of snjax.gan.checkpoint: interval and retention, bit-exact resume (also after a real SIGKILL), bad input."""
+"""Tests of snjax.gan.checkpoint: interval and retention, bit-exact resume (also after a real SIGKILL), damaged
+checkpoints, bad input."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +16,14 @@ import optax
 import pytest
 
 import snjax
-from snjax.gan.checkpoint import Checkpointer, NonFiniteStateError
+from snjax.gan.checkpoint import (
+  Checkpointer,
+  CheckpointMismatchError,
+  NonFiniteStateError,
+  UnreadableCheckpointError,
+  UnreadableCheckpointWarning,
+)
+from tests._checkpoints import damage
 
 # One training run, resumable: restores the latest checkpoint in `directory` (if any), trains to `n_steps`,
 # prints each step's losses as exact float hex, saves every 2 steps, and SIGKILLs itself right after
@@ -161,10 +170,51 @@ def test_restoring_another_model_is_a_clear_error(run_ns, tmp_path):
     wider.init(jax.random.key(1), jnp.zeros((1, 2)))['params'],
   )
   with Checkpointer(tmp_path, save_interval_steps=1) as ckpt:
-    with pytest.raises(ValueError, match=r'different model.*critic_params.*layers_0.*kernel.*saved \(2, 8\)'):
+    with pytest.raises(ValueError, match=r'different model.*critic_params.*layers_0.*kernel.*saved \(2, 8\)') as e:
       ckpt.restore(template)
+    assert isinstance(e.value, CheckpointMismatchError)  # not damage: nothing is skipped or deleted
+    assert ckpt.all_steps() == [1]
     with pytest.raises(FileNotFoundError, match='no checkpoint at step 5'):
       ckpt.restore(template, step=5)
+
+
+@pytest.mark.parametrize('how', ['truncate', 'delete'])
+def test_damaged_newest_checkpoint_gives_way_to_the_previous_one(run_ns, reference, tmp_path, how):
+  """The newest step does not read back: the previous one is restored with a one-line note, and the run goes on
+  exactly (the damaged step is deleted, so that it is saved again)."""
+  run_ns['run'](str(tmp_path), 6, emit=lambda s: None)  # checkpoints of steps 4 and 6
+  damage(tmp_path / '6', how)
+  lines = []
+  with pytest.warns(UnreadableCheckpointWarning) as caught:
+    run_ns['run'](str(tmp_path), 8, emit=lines.append)
+  notes = [str(w.message) for w in caught if w.category is UnreadableCheckpointWarning]
+  assert len(notes) == 1 and '\n' not in notes[0]
+  assert re.fullmatch(
+    rf'checkpoint step 6 in {re.escape(str(tmp_path))} does not read back whole \(\w+: .+\); '
+    r'restored step 4 instead and deleted step 6\.',
+    notes[0],
+  ), notes[0]
+  resumed = _losses(lines)
+  assert sorted(resumed) == [5, 6, 7, 8]
+  assert all(resumed[step] == reference[step] for step in resumed)
+  with Checkpointer(tmp_path, save_interval_steps=2) as ckpt:
+    assert ckpt.all_steps() == [6, 8]
+
+
+def test_no_readable_checkpoint_is_one_error_naming_the_directory(run_ns, tmp_path):
+  run_ns['run'](str(tmp_path), 6, emit=lambda s: None)
+  damage(tmp_path / '6', 'truncate')
+  damage(tmp_path / '4', 'delete')
+  with Checkpointer(tmp_path, save_interval_steps=2) as ckpt:
+    with pytest.raises(UnreadableCheckpointError) as e:
+      ckpt.restore(run_ns['fresh_state']())
+    message = str(e.value)
+    assert '\n' not in message and isinstance(e.value, ValueError)
+    assert message.startswith(f'no checkpoint in {tmp_path} reads back whole: step 6: ')
+    assert '; step 4: ' in message and message.endswith('Start a new run (another folder, or delete this one).')
+    with pytest.raises(UnreadableCheckpointError, match=rf'^checkpoint step 4 in {re.escape(str(tmp_path))} does'):
+      ckpt.restore(run_ns['fresh_state'](), step=4)
+    assert ckpt.all_steps() == [4, 6]  # nothing is deleted when nothing could be restored
 
 
 def test_empty_directory_restores_the_template_and_bad_options(tmp_path):
