@@ -48,7 +48,7 @@ def test_sampler_stacks_three_independent_training_digits():
   # Every channel is a training digit (never a held-out one) ...
   which = np.array([[index[x[n, ..., c].reshape(-1).tobytes()] for c in range(3)] for n in range(len(x))])
   # ... drawn uniformly and independently per channel: the three channels share a training digit with
-  # probability ~3 / 1257, so at most a few dozen of 4,000 (expected 9.5; 40 is beyond 9 standard deviations).
+  # probability ~3 / 1258, so at most a few dozen of 4,000 (expected 9.5; 40 is about 10 standard deviations above).
   assert np.sum((which[:, 0] == which[:, 1]) | (which[:, 1] == which[:, 2]) | (which[:, 0] == which[:, 2])) < 40
   for c in range(3):  # each channel covers the training digits' classes as the data does (within 5 %)
     share = np.bincount(digits.labels[digits.train_index][which[:, c]], minlength=10) / len(x)
