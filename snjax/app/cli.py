@@ -70,14 +70,16 @@ def make_parser() -> argparse.ArgumentParser:
   demo.add_argument('--steps', type=int, default=3, help='training calls of sn_apply (default: 3)')
   train = sub.add_parser(
     'train',
-    help='train an SN-GAN on an embedded data set (2-D Gaussian grid or ring, 8x8 digits)',
-    description='Train a GAN with a spectrally normalized critic on embedded data, data-parallel on every visible '
-    'device; writes samples.npy, samples.png, curves.png, metrics.json and Orbax checkpoints to --out. '
-    "Options left out take the data set's default recipe (snjax.app.config.DEFAULTS).",
+    help='train an SN-GAN on an embedded data set (2-D Gaussian grid or ring, 8x8 digits, stacked digits) or on '
+    'your own data (--data)',
+    description='Train a GAN with a spectrally normalized critic on embedded data or your own (--data), '
+    'data-parallel on every visible device; writes samples.npy, samples.png, curves.png, metrics.json and Orbax '
+    "checkpoints to --out. Options left out take the data set's default recipe (snjax.app.config.DEFAULTS; "
+    'for --data, snjax.app.config.user_recipe).',
     allow_abbrev=False,
   )
   add_config_flags(train, TrainConfig, choices=CHOICES, recipes=DEFAULTS)
-  train.add_argument('--out', help='run folder (default: runs/<dataset>_seed<seed>)')
+  train.add_argument('--out', help='run folder (default: runs/<dataset or data file name>_seed<seed>)')
   train.add_argument(
     '--resume', action='store_true', help='continue the run in --out from its newest checkpoint that reads back whole'
   )
@@ -228,7 +230,8 @@ def _run_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
   from snjax.app import distributed, run
 
   options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != 'dataset'}
-  out = args.out or f'runs/{args.dataset}_seed{args.seed}'
+  name = os.path.splitext(os.path.basename(os.path.normpath(args.data)))[0] if args.data else args.dataset
+  out = args.out or f'runs/{name}_seed{args.seed}'
   try:
     config = TrainConfig.for_dataset(args.dataset, **options)
     _join_processes(args)

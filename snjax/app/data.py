@@ -1,4 +1,4 @@
-"""The embedded data sets of ``snjax train``: two 2-D Gaussian mixtures and scikit-learn's 8x8 digits.
+"""The data sets of ``snjax train``: two 2-D Gaussian mixtures, scikit-learn's 8x8 digits, stacked digits, the user's.
 
 Nothing is downloaded: the mixtures are generated, the digits ship with
 scikit-learn (``sklearn.datasets.load_digits``, 1,797 images).
@@ -16,26 +16,50 @@ scikit-learn (``sklearn.datasets.load_digits``, 1,797 images).
   set of the UCI "Optical Recognition of Handwritten Digits", Alpaydin &
   Kaynak 1998,
   https://archive.ics.uci.edu/ml/datasets/Optical+Recognition+of+Handwritten+Digits).
+* ``stacked_digits``: Stacked MNIST (Metz et al. 2017, Unrolled GANs,
+  https://arxiv.org/abs/1611.02163; Srivastava et al. 2017; Lin et al. 2018)
+  on those 8x8 digits: three training digits drawn independently and stacked as
+  the channels of one ``(8, 8, 3)`` image, so 1,000 modes (one per triple of
+  classes), counted by :func:`snjax.app.metrics.stacked_digits_metrics`. The
+  8x8 digits are not 28x28 MNIST: the numbers are not the literature's.
+* the user's own data (``snjax train --data PATH``): :mod:`snjax.app.user_data`.
 
-:func:`get_dataset` turns a name into a data set, :func:`make_sampler` into
-a jittable sampler of real examples.
+:func:`get_dataset` turns a name into a data set (:func:`load_dataset` a
+configuration), :func:`make_sampler` into a jittable sampler of real
+examples. Each data set is one object per source (equality is identity): a
+second run on it reuses the compiled steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
-from typing import NamedTuple
+import json
+import os
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-DATASETS = ('grid25', 'ring8', 'digits')
+from snjax.app.user_data import DataError, UserData, load_user_data
+
+if TYPE_CHECKING:
+  from snjax.app.config import TrainConfig
+
+DATASETS = ('grid25', 'ring8', 'digits', 'stacked_digits')
 """The names accepted by :func:`get_dataset` and ``snjax train --dataset``."""
 
+USER = 'user'
+"""The ``dataset`` of a run on the user's data (``snjax train --data PATH``)."""
 
-class GaussianMixture(NamedTuple):
+STACKED_CHANNELS = 3
+"""Digits per stacked image (so ``10 ** 3`` modes)."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GaussianMixture:
   """An equal-weight mixture of isotropic 2-D Gaussians.
 
   Attributes:
@@ -49,7 +73,8 @@ class GaussianMixture(NamedTuple):
   std: float
 
 
-class Digits(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class Digits:
   """scikit-learn's 8x8 digits in ``[-1, 1]``.
 
   Attributes:
@@ -67,7 +92,20 @@ class Digits(NamedTuple):
   test_index: np.ndarray
 
 
-Dataset = GaussianMixture | Digits
+@dataclasses.dataclass(frozen=True, eq=False)
+class StackedDigits:
+  """Three independent 8x8 training digits stacked as the channels of one image (see the module docstring).
+
+  Attributes:
+    name: ``'stacked_digits'``.
+    digits: the :class:`Digits` whose training split is stacked (its held-out split is the metrics' reference).
+  """
+
+  name: str
+  digits: Digits
+
+
+Dataset = GaussianMixture | Digits | StackedDigits | UserData
 
 
 def gaussian_grid(n_per_side: int = 5, spacing: float = 2.0, std: float = 0.05) -> GaussianMixture:
@@ -129,14 +167,15 @@ def load_digits(test_fraction: float = 0.3, split_seed: int = 0) -> Digits:
   return Digits('digits', images, labels, train_index, test_index)
 
 
+@functools.cache
 def get_dataset(name: str) -> Dataset:
-  """The data set called ``name`` (one of :data:`DATASETS`).
+  """The embedded data set called ``name`` (one of :data:`DATASETS`), the same object at every call.
 
   Args:
     name: the data set's name.
 
   Returns:
-    A :class:`GaussianMixture` or :class:`Digits`.
+    A :class:`GaussianMixture`, :class:`Digits` or :class:`StackedDigits`.
 
   Raises:
     ValueError: an unknown name.
@@ -147,22 +186,73 @@ def get_dataset(name: str) -> Dataset:
     return gaussian_ring()
   if name == 'digits':
     return load_digits()
+  if name == 'stacked_digits':
+    return StackedDigits('stacked_digits', load_digits())
   raise ValueError(f'unknown dataset {name!r}; expected one of {", ".join(DATASETS)}.')
 
 
+def load_dataset(config: TrainConfig) -> Dataset:
+  """The data set of a run: the user's data at ``config.data`` (read and checked), else ``config.dataset``.
+
+  Args:
+    config: the run's configuration (``dataset``, ``data``, ``batch_size``).
+
+  Returns:
+    The data set; the user's is a :class:`snjax.app.user_data.UserData`.
+
+  Raises:
+    snjax.app.user_data.DataError: the user's data cannot be trained on (a ``ValueError`` naming the file).
+    ValueError: an unknown data set.
+  """
+  if config.data:
+    return load_user_data(config.data, config.batch_size)
+  return get_dataset(config.dataset)
+
+
 def sample_shape(dataset: Dataset) -> tuple[int, ...]:
-  """The shape of one example of ``dataset``: ``(2,)`` for a mixture, ``(8, 8, 1)`` for the digits."""
-  return (2,) if isinstance(dataset, GaussianMixture) else tuple(dataset.images.shape[1:])
+  """The shape of one example of ``dataset`` as the models see it.
+
+  ``(2,)`` for a mixture, ``(8, 8, 1)`` for the digits, ``(8, 8, 3)`` for stacked digits, ``(D,)`` or
+  ``(H, W, C)`` for the user's data.
+  """
+  if isinstance(dataset, GaussianMixture):
+    return (dataset.centres.shape[1],)
+  if isinstance(dataset, Digits):
+    return tuple(dataset.images.shape[1:])
+  if isinstance(dataset, StackedDigits):
+    return (*dataset.digits.images.shape[1:3], STACKED_CHANNELS)
+  return dataset.shape
+
+
+def to_data_units(dataset: Dataset, samples: np.ndarray) -> np.ndarray:
+  """Generated examples as a run saves them (``samples.npy``): in the data's units and shape.
+
+  Args:
+    dataset: the data set of the run.
+    samples: ``(N, *sample_shape(dataset))``, the generator's output.
+
+  Returns:
+    Mixtures: the samples. Digits: ``(N, 8, 8)`` in ``[-1, 1]`` (the channel dropped). Stacked digits:
+    ``(N, 8, 8, 3)`` in ``[-1, 1]``. The user's data: :meth:`snjax.app.user_data.UserData.to_data_units`.
+  """
+  samples = np.asarray(samples)
+  if isinstance(dataset, Digits):
+    return samples[..., 0]
+  if isinstance(dataset, UserData):
+    return dataset.to_data_units(samples)
+  return samples
 
 
 def make_sampler(dataset: Dataset):
   """A pure, jittable ``(key, n) -> float32 (n, *sample_shape)`` drawing real examples.
 
   Mixtures: a uniform component, then its centre plus ``std`` times a standard
-  normal. Digits: training images drawn uniformly with replacement.
+  normal. Digits and the user's data: training examples drawn uniformly with
+  replacement. Stacked digits: ``3 n`` training digits drawn so, each triple
+  stacked as the channels of one image.
 
   Args:
-    dataset: a :class:`GaussianMixture` or :class:`Digits`.
+    dataset: a data set (:func:`get_dataset`, :func:`load_dataset`).
 
   Returns:
     The sampler, a pure function of its key (a run draws the batch of step ``t`` with ``fold_in(key, t)``).
@@ -177,9 +267,53 @@ def make_sampler(dataset: Dataset):
       return centres[modes] + std * jax.random.normal(k_noise, (n, 2), jnp.float32)
 
     return sample
-  train = jnp.asarray(dataset.images[dataset.train_index])
+  if isinstance(dataset, StackedDigits):
+    digits = jnp.asarray(dataset.digits.images[dataset.digits.train_index, ..., 0])
 
-  def sample_images(key, n):
+    def sample_stacked(key, n):
+      index = jax.random.randint(key, (n, STACKED_CHANNELS), 0, digits.shape[0])
+      return jnp.moveaxis(digits[index], 1, -1)
+
+    return sample_stacked
+  train = jnp.asarray(dataset.train if isinstance(dataset, UserData) else dataset.images[dataset.train_index])
+
+  def sample_examples(key, n):
     return train[jax.random.randint(key, (n,), 0, train.shape[0])]
 
-  return sample_images
+  return sample_examples
+
+
+RUN_DATA_FILE = 'data.json'
+"""The file of a run on the user's data that describes it: :meth:`snjax.app.user_data.UserData.description`."""
+
+
+def record_run_data(dataset: Dataset, out_dir: str, *, resume: bool = False) -> None:
+  """Saves the description of the user's data (its scaling, split and fingerprint) in the run folder.
+
+  A run on an embedded data set writes nothing. A resumed run checks that the data is the one it started
+  with (same fingerprint and scaling) before anything is written.
+
+  Args:
+    dataset: the run's data set.
+    out_dir: the run folder (it exists).
+    resume: the run continues from a checkpoint.
+
+  Raises:
+    snjax.app.user_data.DataError: resuming on data that differs from the run's ``data.json``.
+  """
+  if not isinstance(dataset, UserData):
+    return
+  from snjax.app.run_folder import read_json, write_json  # run_folder imports the config, which imports data
+
+  path = os.path.join(out_dir, RUN_DATA_FILE)
+  now = json.loads(json.dumps(dataset.description()))
+  if resume and os.path.exists(path):
+    saved = read_json(path)
+    changed = sorted(k for k in now if k != 'source' and saved.get(k) != now[k])
+    if changed:
+      raise DataError(
+        f'{dataset.source}: not the data the run in {out_dir!r} started with ({", ".join(changed)} differ from '
+        f'its {RUN_DATA_FILE}); resume with the same data, or use --out for a new run.'
+      )
+    return
+  write_json(path, now)

@@ -1,15 +1,17 @@
 """The generators and critics of ``snjax train`` (Flax linen).
 
-* :class:`MLPGenerator` / :class:`MLPCritic`: fully connected nets for the 2-D
-  mixtures (as in VEEGAN, PacGAN and WGAN-GP's toy experiments).
+* :class:`MLPGenerator` / :class:`MLPCritic`: fully connected nets for points
+  (the 2-D mixtures, as in VEEGAN, PacGAN and WGAN-GP's toy experiments, and
+  the user's ``(N, D)`` data).
 * :class:`ConvGenerator` / :class:`ConvCritic`: a small DCGAN-style pair for
-  8x8 images (Radford et al. 2016, https://arxiv.org/abs/1511.06434), the
+  images (Radford et al. 2016, https://arxiv.org/abs/1511.06434), the
   critic in the SN-GAN style (Miyato et al. 2018, https://arxiv.org/abs/1802.05957):
   3x3 / 4x4 convolutions with leaky ReLU 0.1, no normalization layers, so that
-  spectral normalization of every kernel bounds its Lipschitz constant.
+  spectral normalization of every kernel bounds its Lipschitz constant. Both
+  have :func:`resolution_stages` stride-2 stages, one for the 8x8 digits.
 
 The critics score each example independently and return shape ``(B,)``;
-:func:`make_models` picks the pair for a data set.
+:func:`make_models` picks the pair from the shape of an example.
 """
 
 from __future__ import annotations
@@ -107,29 +109,74 @@ class MLPCritic(nn.Module):
     return nn.Dense(1)(h)[:, 0]
 
 
+def resolution_stages(height: int, width: int, *, min_side: int = 4, max_stages: int = 4) -> int:
+  """The stride-2 stages of the conv nets for ``height x width`` images.
+
+  The most halvings (at most ``max_stages``) that leave both sides whole and at least ``min_side``:
+  1 for 8x8 (from 4x4), 2 for 28x28 (from 7x7), 3 for 32x32, 0 for 7x7.
+
+  Args:
+    height: the image height.
+    width: the image width.
+    min_side: the smallest side of the coarsest resolution.
+    max_stages: the most stages.
+
+  Returns:
+    The number of stages ``k``; the coarsest resolution is ``(height / 2^k, width / 2^k)``.
+  """
+  k = 0
+  while k < max_stages:
+    f = 2 ** (k + 1)
+    if height % f or width % f or min(height, width) // f < min_side:
+      break
+    k += 1
+  return k
+
+
+_MAX_CHANNEL_FACTOR = 8  # the widest layer has at most 8 x width channels (DCGAN's 64 -> 512)
+
+
+def _channels(width: int, stage: int) -> int:
+  return width * min(2**stage, _MAX_CHANNEL_FACTOR)
+
+
 class ConvGenerator(nn.Module):
-  """``z -> (B, 8, 8, 1)`` in ``[-1, 1]``: dense to 4x4x(2 width), stride-2 transposed conv to 8x8, 3x3 conv, tanh.
+  """``z -> (B, H, W, C)`` in ``[-1, 1]``: dense to the coarsest resolution, stride-2 transposed convs, 3x3 convs, tanh.
+
+  With ``k = resolution_stages(H, W)``: a dense layer to ``(H / 2^k, W / 2^k)`` with ``2^k width`` channels,
+  ``k`` stride-2 4x4 transposed convolutions halving the channels, a 3x3 convolution of ``width`` channels and
+  a 3x3 convolution to ``C``, ReLU between them, tanh at the end (channels capped at ``8 width``). For the
+  8x8 digits (``k = 1``): 4x4x(2 width), 8x8xwidth, 8x8xwidth, 8x8x1.
 
   Attributes:
-    width: the channels of the 8x8 layers (twice as many at 4x4).
+    width: the channels at full resolution (twice as many at each coarser one).
+    shape: ``(H, W, C)`` of an example.
   """
 
   width: int = 64
+  shape: tuple[int, int, int] = (8, 8, 1)
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
-    x = nn.Dense(4 * 4 * 2 * self.width)(z).reshape(z.shape[0], 4, 4, 2 * self.width)
-    x = nn.relu(x)
-    x = nn.relu(nn.ConvTranspose(self.width, (4, 4), strides=(2, 2), padding='SAME')(x))
+    height, width, channels = self.shape
+    k = resolution_stages(height, width)
+    h0, w0, c0 = height // 2**k, width // 2**k, _channels(self.width, k)
+    x = nn.relu(nn.Dense(h0 * w0 * c0)(z).reshape(z.shape[0], h0, w0, c0))
+    for stage in reversed(range(k)):
+      x = nn.relu(nn.ConvTranspose(_channels(self.width, stage), (4, 4), strides=(2, 2), padding='SAME')(x))
     x = nn.relu(nn.Conv(self.width, (3, 3), padding='SAME')(x))
-    return jnp.tanh(nn.Conv(1, (3, 3), padding='SAME')(x))
+    return jnp.tanh(nn.Conv(channels, (3, 3), padding='SAME')(x))
 
 
 class ConvCritic(nn.Module):
-  """``(B, 8, 8, 1) -> score (B,)``: 3x3 conv, 4x4 stride-2 conv to 4x4, 3x3 conv, leaky ReLU 0.1, dense.
+  """``(B, H, W, C) -> score (B,)``: 3x3 conv, stride-2 4x4 convs, 3x3 conv, leaky ReLU 0.1, dense.
+
+  With ``k = resolution_stages(H, W)``: a 3x3 convolution of ``width`` channels, ``k`` stride-2 4x4
+  convolutions doubling them, a 3x3 convolution, a dense score (channels capped at ``8 width``). For the 8x8
+  digits (``k = 1``): 8x8xwidth, 4x4x(2 width), 4x4x(2 width), 1.
 
   Attributes:
-    width: the channels of the first convolution (twice as many in the others).
+    width: the channels of the first convolution (twice as many at each coarser resolution).
   """
 
   width: int = 64
@@ -137,28 +184,31 @@ class ConvCritic(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     act = lambda h: nn.leaky_relu(h, 0.1)  # noqa: E731
+    k = resolution_stages(x.shape[1], x.shape[2])
     h = act(nn.Conv(self.width, (3, 3), padding='SAME')(x))
-    h = act(nn.Conv(2 * self.width, (4, 4), strides=(2, 2), padding='SAME')(h))
-    h = act(nn.Conv(2 * self.width, (3, 3), padding='SAME')(h))
+    for stage in range(1, k + 1):
+      h = act(nn.Conv(_channels(self.width, stage), (4, 4), strides=(2, 2), padding='SAME')(h))
+    h = act(nn.Conv(_channels(self.width, k), (3, 3), padding='SAME')(h))
     return nn.Dense(1)(h.reshape(h.shape[0], -1))[:, 0]
 
 
 def make_models(config: TrainConfig, dataset: data.Dataset) -> tuple[nn.Module, nn.Module]:
-  """The generator and the critic of a run: MLPs for a 2-D mixture, the conv pair for the digits.
+  """The generator and the critic of a run, from the shape of an example: MLPs for points, conv nets for images.
 
   Args:
     config: the run's configuration (``width``, ``depth``, ``activation``, ``fourier_features``,
       ``fourier_scale``).
-    dataset: the data set (:func:`snjax.app.data.get_dataset`).
+    dataset: the data set (:func:`snjax.app.data.load_dataset`): a ``(D,)`` example gets the MLPs, an
+      ``(H, W, C)`` one the conv nets.
 
   Returns:
     ``(generator, critic)``, Flax linen modules, not yet initialized.
   """
-  if isinstance(dataset, data.GaussianMixture):
-    (out_dim,) = data.sample_shape(dataset)
-    generator = MLPGenerator(config.width, config.depth, out_dim, config.activation)
+  shape = data.sample_shape(dataset)
+  if len(shape) == 1:
+    generator = MLPGenerator(config.width, config.depth, shape[0], config.activation)
     critic = MLPCritic(
       config.width, config.depth, fourier_features=config.fourier_features, fourier_scale=config.fourier_scale
     )
     return generator, critic
-  return ConvGenerator(config.width), ConvCritic(config.width)
+  return ConvGenerator(config.width, shape), ConvCritic(config.width)

@@ -78,22 +78,21 @@ class Machinery(NamedTuple):
 
 
 @functools.lru_cache(maxsize=8)
-def _machinery(config: TrainConfig, mesh) -> Machinery:
+def _machinery(config: TrainConfig, mesh, dataset: data.Dataset) -> Machinery:
   """The machinery of a configuration (cached: a second run of the same shapes in one process reuses the compiled
   steps). ``config`` has ``seed`` zeroed, and ``steps`` too when the learning rates do not decay (their schedule
   depends on it)."""
-  dataset = data.get_dataset(config.dataset)
   generator, critic, gan_trainer = trainer.build(config, dataset, mesh)
   return Machinery(dataset, generator, critic, gan_trainer, chunks.make_chunk(config, dataset, gan_trainer, mesh=mesh))
 
 
-def _prepare(config: TrainConfig, mesh) -> Machinery:
+def _prepare(config: TrainConfig, mesh, dataset: data.Dataset) -> Machinery:
   """Checks that the devices divide the batch; the (cached) machinery of ``config``."""
   n_dev = mesh.devices.size
   if config.batch_size % n_dev:
     raise ValueError(f'batch_size {config.batch_size} is not divisible by the {n_dev} devices; choose a multiple.')
   # Cache across seeds (and lengths, when the learning rates do not depend on them).
-  return _machinery(dataclasses.replace(config, seed=0, steps=config.steps if config.lr_decay else 1), mesh)
+  return _machinery(dataclasses.replace(config, seed=0, steps=config.steps if config.lr_decay else 1), mesh, dataset)
 
 
 def _prepare_folder(out_dir: str, config: TrainConfig, *, resume: bool, force: bool) -> bool:
@@ -209,15 +208,18 @@ def _checkpoint(ckpt, state: gan.GANTrainState, step: int, history: list[dict[st
 
 
 def _final_samples(config: TrainConfig, machinery: Machinery, state: gan.GANTrainState) -> np.ndarray:
-  """The samples of the generator EMA that are measured and plotted, on every process (all compute them)."""
+  """The samples of the generator EMA that are measured, saved and plotted, in the data's units, on every process
+  (all compute them)."""
   eval_key = trainer.run_keys(config.seed).evaluation
-  samples = distributed.to_host(machinery.trainer.sample(state, eval_key, metrics.N_EVAL_SAMPLES))
-  return samples[..., 0] if isinstance(machinery.dataset, data.Digits) else samples
+  count = metrics.eval_sample_count(machinery.dataset)
+  samples = distributed.to_host(machinery.trainer.sample(state, eval_key, count))
+  return data.to_data_units(machinery.dataset, samples)
 
 
 def _write_outputs(
   config: TrainConfig,
-  dataset: data.Dataset,
+  machinery: Machinery,
+  state: gan.GANTrainState,
   samples: np.ndarray,
   history: list[dict[str, Any]],
   out_dir: str,
@@ -225,10 +227,17 @@ def _write_outputs(
   steps: int,
   mesh: jax.sharding.Mesh,
   train_seconds: float,
+  start: tuple[float, float],
 ) -> dict[str, Any]:
   """Measures the samples and writes the outputs (process 0's job); returns the contents of ``metrics.json``."""
+  dataset = machinery.dataset
   np.save(os.path.join(out_dir, 'samples.npy'), samples)
   quality = metrics.evaluate(dataset, samples)
+  if isinstance(dataset, data.UserData):  # no classifier for the user's data: the critic's Lipschitz report too
+    critic_params, sn_state = jax.tree.map(distributed.to_host, (state.critic_params, state.sn_state))  # replicated
+    quality['critic_lipschitz'] = metrics.critic_lipschitz(
+      machinery.critic, critic_params, sn_state, dataset.shape, config.target_norm
+    )
   last = history[-1] if history else {}
   summary = {
     'dataset': config.dataset,
@@ -238,6 +247,8 @@ def _write_outputs(
     'processes': jax.process_count(),
     'device_kind': jax.devices()[0].device_kind,
     'train_seconds_this_session': round(train_seconds, 2),
+    'wall_seconds_this_session': round(time.perf_counter() - start[0], 2),
+    'cpu_seconds_this_session': round(time.process_time() - start[1], 2),
     'metrics': quality,
     'final_sigmas': {k[len('sigma/') :]: v for k, v in last.items() if k.startswith('sigma/')},
     'config': config.to_json(),
@@ -320,13 +331,17 @@ def train(
     ValueError: an invalid configuration, or a batch size the device count does not divide.
     FloatingPointError: training diverged (a non-finite loss or gradient).
   """
+  start = time.perf_counter(), time.process_time()
   config.validate()
+  dataset = data.load_dataset(config)  # the user's data is read and checked before the run folder is touched
   with preemption.PreemptionWatch() as watch:
     restore = _prepare_folder(out_dir, config, resume=resume, force=force)
     mesh = gan.data_mesh()
-    machinery = _prepare(config, mesh)
+    machinery = _prepare(config, mesh, dataset)
     state = trainer.init_state(config, machinery.dataset, machinery.generator, machinery.critic, machinery.trainer)
     os.makedirs(out_dir, exist_ok=True)
+    if restore or distributed.is_primary():  # every process checks a resumed run's data; process 0 writes data.json
+      data.record_run_data(dataset, out_dir, resume=restore)
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     state, history, preempted, seconds = _train_session(
       config, machinery.chunk, state, out_dir, restore=restore, end=end, progress=progress, watch=watch
@@ -339,7 +354,16 @@ def train(
     if not distributed.is_primary():
       return {'steps': int(state.step)}
     summary = _write_outputs(
-      config, machinery.dataset, samples, history, out_dir, steps=int(state.step), mesh=mesh, train_seconds=seconds
+      config,
+      machinery,
+      state,
+      samples,
+      history,
+      out_dir,
+      steps=int(state.step),
+      mesh=mesh,
+      train_seconds=seconds,
+      start=start,
     )
   if progress:
     print(format_summary(summary, out_dir))
@@ -356,30 +380,15 @@ def format_summary(summary: dict[str, Any], out_dir: str) -> str:
   Returns:
     A few lines of text: the run, its metrics (beside the real data's for digits) and its final sigmas.
   """
-  m = summary['metrics']
   lines = [
     f'snjax train: {summary["dataset"]}, {summary["steps"]} steps, seed {summary["seed"]}, '
     f'{_devices_text(summary)} ({summary["device_kind"]}), '
     f'{summary["train_seconds_this_session"]:.1f} s of training in this session',
+    *metrics.summary_lines(summary['metrics']),
   ]
-  if 'modes_covered' in m:
-    lines.append(
-      f'  modes covered       {m["modes_covered"]} / {m["n_modes"]}\n'
-      f'  high-quality        {m["high_quality_percent"]:.1f} %  (within 3 std of a mode, of {m["n_samples"]})\n'
-      f'  reverse KL          '
-      + ('n/a (no high-quality sample)' if m['reverse_kl'] is None else f'{m["reverse_kl"]:.4f}')
-      + '  (histogram of the high-quality samples over the modes vs uniform)'
-    )
-  else:
-    g, r = m['generated'], m['real_held_out']
-    lines.append(f'  {"":<22}{"generated":>12}{"real held-out":>16}')
-    for key, label in (
-      ('class_entropy', 'class entropy (nats)'),
-      ('classes_covered', 'classes covered'),
-      ('confidence', 'classifier confidence'),
-      ('frechet_distance', 'Frechet distance'),
-    ):
-      lines.append(f'  {label:<22}{g[key]:>12.3f}{r[key]:>16.3f}')
+  if 'wall_seconds_this_session' in summary:
+    wall, cpu = summary['wall_seconds_this_session'], summary['cpu_seconds_this_session']
+    lines.append(f'  time                {wall:.1f} s wall, {cpu:.1f} s CPU (this session, to the metrics)')
   sig = summary['final_sigmas']
   if sig:
     lines.append('  sigma (raw critic weights): ' + ', '.join(f'{k} {v:.3f}' for k, v in sig.items()))

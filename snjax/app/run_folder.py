@@ -15,7 +15,7 @@ from typing import Any
 
 from snjax.app.config import TrainConfig
 
-OUTPUT_FILES = ('config.json', 'history.json', 'samples.npy', 'samples.png', 'curves.png', 'metrics.json')
+OUTPUT_FILES = ('config.json', 'data.json', 'history.json', 'samples.npy', 'samples.png', 'curves.png', 'metrics.json')
 """The files a run writes into its folder (besides ``checkpoints/``)."""
 
 CHECKPOINTS = 'checkpoints'

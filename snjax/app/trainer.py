@@ -64,7 +64,7 @@ def build(
     latent_shape=config.latent_dim,
     loss=config.loss,
     n_critic=config.n_critic,
-    spectral_norm={'target_norm': float(config.target_norm)},
+    spectral_norm={'target_norm': float(config.target_norm)} if config.normalization == 'spectral' else False,
     ema_decay=config.ema_decay if config.ema_decay > 0 else None,
     mesh=mesh,
   )

@@ -45,7 +45,7 @@ def test_help_is_each_field_s_documentation_and_defaults(capsys, monkeypatch):
     cli.main(['train', '--help'])
   assert e.value.code == 0
   text = capsys.readouterr().out
-  assert re.search(r'--steps STEPS +generator updates \(default: 16000; digits: 6000\)', text)
+  assert re.search(r'--steps STEPS +generator updates \(default: 16000; digits: 6000; stacked_digits: \d+\)', text)
   assert re.search(r'--depth DEPTH +hidden layers of the MLPs \(unused for digits\) \(default: 3\)', text)
   assert re.search(r'--loss \{hinge,wasserstein,non_saturating\}\s+the GAN loss \(snjax.gan.LOSSES\)', text)
   assert 'see snjax.app.models.MLPCritic' in text  # Sphinx roles read as plain names
@@ -79,8 +79,8 @@ def test_options_left_out_take_the_data_set_s_recipe(monkeypatch, tmp_path):
     (['train', '--no-such-option'], 'unrecognized arguments: --no-such-option'),
     (['train', '--steps', 'ten'], "invalid int value: 'ten'"),
     (['train', '--loss', 'minimax'], "invalid choice: 'minimax'"),
-    # No abbreviations: --data is not --dataset, --bat is not --batch-size.
-    (['train', '--data', 'x.npy'], 'unrecognized arguments: --data x.npy'),
+    # No abbreviations: --dat is neither --data nor --dataset, --bat is not --batch-size.
+    (['train', '--dat', 'x.npy'], 'unrecognized arguments: --dat x.npy'),
     (['train', '--bat', '8'], 'unrecognized arguments: --bat 8'),
     (['demo', '--see', '1'], 'unrecognized arguments: --see 1'),
   ],

@@ -7,7 +7,8 @@ import pytest
 
 from snjax import gan
 from snjax.app import data, models
-from snjax.app.config import CHOICES, DEFAULTS, TrainConfig
+from snjax.app.config import CHOICES, DEFAULTS, NORMALIZATIONS, USER_DEFAULTS, TrainConfig, user_recipe
+from snjax.app.user_data import DataError, load_user_data
 
 
 def test_recipes_are_the_defaults_with_the_data_set_s_changes():
@@ -29,11 +30,12 @@ def test_choices_are_the_registries():
     'dataset': tuple(data.DATASETS),
     'loss': tuple(gan.LOSSES),
     'activation': tuple(models.ACTIVATIONS),
+    'normalization': NORMALIZATIONS,
   }
 
 
 def test_unknown_dataset_and_option():
-  with pytest.raises(ValueError, match="unknown dataset 'mnist'; expected one of grid25, ring8, digits"):
+  with pytest.raises(ValueError, match="unknown dataset 'mnist'; expected one of grid25, ring8, digits, stacked"):
     TrainConfig.for_dataset('mnist')
   with pytest.raises(ValueError, match=r"unknown training option\(s\) \['widht'\]"):
     TrainConfig.for_dataset('grid25', widht=3)
@@ -55,6 +57,7 @@ def test_unknown_dataset_and_option():
     (dict(loss='minimax'), "unknown loss 'minimax'; expected one of hinge, wasserstein, non_saturating"),
     (dict(activation='swish'), "unknown activation 'swish'"),
     (dict(log_every=7, checkpoint_every=10), r'checkpoint_every \(10\) must be a multiple of log_every \(7\)'),
+    (dict(normalization='batch'), "unknown normalization 'batch'; expected one of spectral, none"),
   ],
 )
 def test_invalid_options_are_named(options, message):
@@ -76,3 +79,55 @@ def test_numbers_are_stored_as_their_annotated_types():
   assert type(config.steps) is int and type(config.log_every) is int and type(config.lr_critic) is float
   assert config.to_json()['steps'] == 40 and config.to_json()['lr_critic'] == 1.0
   assert dataclasses.replace(config, seed=0) == config
+
+
+def _points(tmp_path, n=200, d=3):
+  path = str(tmp_path / 'points.npy')
+  np.save(path, np.random.default_rng(0).normal(size=(n, d)))
+  return path
+
+
+def test_user_recipes_follow_the_shape(tmp_path):
+  points = _points(tmp_path, d=5)
+  images = str(tmp_path / 'images.npy')
+  np.save(images, np.zeros((200, 16, 16, 3), np.uint8))
+  config = TrainConfig.for_data(points, batch_size=32, seed=2)
+  expected = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **USER_DEFAULTS['points']}
+  assert config.to_json() == {
+    **expected,
+    'latent_dim': 5,
+    'batch_size': 32,
+    'seed': 2,
+    'dataset': 'user',
+    'data': points,
+  }
+  assert user_recipe(load_user_data(images)) == USER_DEFAULTS['images'] == DEFAULTS['digits']
+  assert TrainConfig.for_data(images).width == DEFAULTS['digits']['width']
+  # The command line passes --dataset's default with --data: the same configuration.
+  assert TrainConfig.for_dataset('grid25', data=points, batch_size=32, seed=2) == config
+  assert TrainConfig.for_dataset('user', data=points, batch_size=32, seed=2) == config
+
+
+def test_user_recipes_set_only_fields_a_data_set_s_recipe_sets():
+  """The command line leaves a field to the recipe only when some recipe of DEFAULTS sets it."""
+  in_recipes = set().union(*DEFAULTS.values())
+  assert set().union(*USER_DEFAULTS.values(), {'latent_dim'}) <= in_recipes
+
+
+def test_data_and_an_embedded_data_set_exclude_each_other(tmp_path):
+  points = _points(tmp_path)
+  with pytest.raises(ValueError, match="dataset 'digits' and data '.*points.npy' exclude each other"):
+    TrainConfig.for_dataset('digits', data=points)
+  with pytest.raises(ValueError, match="dataset must be 'user' with data '.*points.npy', got 'ring8'"):
+    TrainConfig(dataset='ring8', data=points)
+  with pytest.raises(ValueError, match="dataset 'user' needs data: the path of the data to train on"):
+    TrainConfig(dataset='user')
+
+
+def test_bad_data_or_too_few_examples_make_no_config(tmp_path):
+  with pytest.raises(DataError, match='missing.npy: no such file or folder'):
+    TrainConfig.for_data(str(tmp_path / 'missing.npy'))
+  points = _points(tmp_path, n=100)
+  with pytest.raises(DataError, match=r'points.npy: 100 examples, 90 for training .* \(batch_size 256\)'):
+    TrainConfig.for_data(points)  # grid25's recipe: batch 256
+  assert TrainConfig.for_data(points, batch_size=90).batch_size == 90

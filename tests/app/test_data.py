@@ -1,7 +1,9 @@
 """Tests of snjax.data: the mixtures' geometry and sampling law, the digits and their split."""
 
 import itertools
+import json
 import math
+import os
 
 import jax
 import numpy as np
@@ -76,8 +78,60 @@ def test_digits_sampler_draws_training_images():
 def test_sample_shape():
   assert data.sample_shape(data.get_dataset('ring8')) == (2,)
   assert data.sample_shape(data.get_dataset('digits')) == (8, 8, 1)
+  assert data.sample_shape(data.get_dataset('stacked_digits')) == (8, 8, 3)
 
 
 def test_unknown_dataset():
-  with pytest.raises(ValueError, match="unknown dataset 'mnist'; expected one of grid25, ring8, digits"):
+  with pytest.raises(ValueError, match="unknown dataset 'mnist'; expected one of grid25, ring8, digits, stacked_dig"):
     data.get_dataset('mnist')
+
+
+def test_each_data_set_is_one_object():
+  """get_dataset returns the same object at every call (a run's compiled steps are cached by it)."""
+  for name in data.DATASETS:
+    assert data.get_dataset(name) is data.get_dataset(name)
+  assert data.get_dataset('grid25') != data.gaussian_grid()  # equality is identity, not content
+
+
+def test_load_dataset_reads_the_user_s_data_or_the_named_set(tmp_path):
+  from snjax.app.config import TrainConfig
+
+  assert data.load_dataset(TrainConfig.for_dataset('ring8')) is data.get_dataset('ring8')
+  path = str(tmp_path / 'p.npy')
+  np.save(path, np.random.default_rng(0).normal(size=(100, 5)))
+  config = TrainConfig.for_data(path, batch_size=16)
+  user = data.load_dataset(config)
+  assert isinstance(user, data.UserData) and data.sample_shape(user) == (5,) and user.source == path
+  x = np.asarray(data.make_sampler(user)(jax.random.key(0), 64))
+  assert x.shape == (64, 5)
+  assert all(np.any(np.all(user.train == row, axis=1)) for row in x)  # training examples only
+
+
+def test_to_data_units():
+  x = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32)
+  np.testing.assert_array_equal(data.to_data_units(data.get_dataset('digits'), x), x[..., 0])
+  x3 = np.repeat(x, 3, axis=-1)
+  np.testing.assert_array_equal(data.to_data_units(data.get_dataset('stacked_digits'), x3), x3)
+  pts = np.ones((3, 2), np.float32)
+  np.testing.assert_array_equal(data.to_data_units(data.get_dataset('grid25'), pts), pts)
+
+
+def test_run_data_is_saved_and_checked_on_resume(tmp_path):
+  from snjax.app.user_data import DataError, load_user_data
+
+  path = str(tmp_path / 'p.npy')
+  np.save(path, np.arange(60.0).reshape(30, 2))
+  user = load_user_data(path)
+  out = tmp_path / 'run'
+  out.mkdir()
+  data.record_run_data(user, str(out))
+  with open(out / 'data.json') as f:
+    saved = json.load(f)
+  assert saved['sha256'] == user.fingerprint and saved['offset'] == user.offset.tolist()
+  assert (saved['kind'], saved['n_train'], saved['n_held_out']) == ('points', 27, 3)
+  data.record_run_data(user, str(out), resume=True)  # the same data: fine, nothing rewritten
+  np.save(path, np.arange(60.0).reshape(30, 2) + 1)
+  with pytest.raises(DataError, match=r'p.npy: not the data the run in .* started with \(offset, sha256 differ'):
+    data.record_run_data(load_user_data(path), str(out), resume=True)
+  data.record_run_data(data.get_dataset('digits'), str(tmp_path / 'none'))  # embedded: nothing written
+  assert not os.path.exists(tmp_path / 'none')

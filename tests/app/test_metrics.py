@@ -207,3 +207,126 @@ def test_digits_scorer_errors(scorer):
     scorer(np.zeros((4, 7, 7)))
   with pytest.raises(ValueError, match='non-finite'):
     scorer(np.full((4, 8, 8), np.inf))
+
+
+def _mmd2_loops(x, y, h):
+  """Gretton et al. 2012, eq. 3, term by term."""
+  k = lambda a, b: math.exp(-float(np.sum((a - b) ** 2)) / (2 * h * h))  # noqa: E731
+  m, n = len(x), len(y)
+  xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+  yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+  xy = sum(k(a, b) for a in x for b in y) / (m * n)
+  return xx + yy - 2 * xy
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_mmd_squared_against_the_definition(seed):
+  rng = np.random.default_rng(seed)
+  d = int(rng.integers(1, 6))
+  x, y = rng.normal(size=(30, d)), rng.normal(0.5, 2.0, size=(25, d))
+  h = float(rng.uniform(0.3, 3.0))
+  # The kernel sums of ~2,000 terms in [0, 1], float64: rounding ~1e-13 at most.
+  assert metrics.mmd_squared(x, y, h) == pytest.approx(_mmd2_loops(x, y, h), abs=1e-12)
+
+
+def test_mmd_squared_properties():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(400, 2))
+  same, shifted = rng.normal(size=(400, 2)), rng.normal(size=(400, 2)) + 3.0
+  h = metrics.median_bandwidth(x)
+  # Unbiased: for equal laws it is centred on 0, with a standard deviation of order 1/n.
+  assert abs(metrics.mmd_squared(x, same, h)) < 0.01
+  assert metrics.mmd_squared(x, shifted, h) > 0.5
+  assert metrics.mmd_squared(x, shifted, h) == pytest.approx(metrics.mmd_squared(shifted, x, h), rel=1e-12)
+
+
+def test_median_bandwidth_against_scipy():
+  from scipy.spatial.distance import pdist
+
+  x = np.random.default_rng(1).normal(size=(50, 4))
+  assert metrics.median_bandwidth(x) == pytest.approx(float(np.median(pdist(x))), rel=1e-9)
+  assert metrics.median_bandwidth(np.ones((5, 3))) == 1.0  # all examples equal: 1, not 0
+
+
+def test_mmd_errors():
+  with pytest.raises(ValueError, match=r'x and y must be \(m, d\) and \(n, d\)'):
+    metrics.mmd_squared(np.zeros((5, 2)), np.zeros((5, 3)), 1.0)
+  with pytest.raises(ValueError, match='bandwidth must be > 0'):
+    metrics.mmd_squared(np.zeros((5, 2)), np.zeros((5, 2)), 0.0)
+
+
+@pytest.fixture(scope='module')
+def user_points(tmp_path_factory):
+  from snjax.app.user_data import load_user_data
+
+  path = str(tmp_path_factory.mktemp('m') / 'p.npy')
+  rng = np.random.default_rng(0)
+  np.save(path, rng.normal(size=(3000, 2)) * [10.0, 0.1] + [100.0, 0.0])
+  return load_user_data(path)
+
+
+def test_user_data_metrics_in_model_units(user_points):
+  d = user_points
+  real = d.to_data_units(d.train[:2500])
+  m = metrics.evaluate(d, real)
+  assert m['n_held_out'] == 300 and m['generated']['n_samples'] == 2500
+  assert m['bandwidth'] == pytest.approx(metrics.median_bandwidth(d.held_out), rel=1e-12)
+  # The samples are measured in model units, where the held-out data is: training data scores as real data does.
+  assert m['generated']['mmd2'] == pytest.approx(m['real_train']['mmd2'], abs=2e-3)
+  assert abs(m['real_train']['mmd2']) < 5e-3
+  # Collapsed on one example c: MMD^2 = E k(x, x') + 1 - 2 E k(x, c), for x, x' ~ N(0, I_2) (the data in model
+  # units) in closed form: (h^2 / (h^2 + 2)) + 1 - 2 (h^2 / (h^2 + 1)) exp(-|c|^2 / (2 (h^2 + 1))). The estimate's
+  # error: means of kernel values (spread ~0.3) over 300 held-out examples, ~0.02 each; 0.06 allows 3 of them.
+  collapsed = np.repeat(real[:1], 2500, axis=0)
+  h2, c2 = m['bandwidth'] ** 2, float(np.sum(d.train[0].astype(np.float64) ** 2))
+  expected = h2 / (h2 + 2) + 1 - 2 * h2 / (h2 + 1) * np.exp(-c2 / (2 * (h2 + 1)))
+  assert metrics.evaluate(d, collapsed)['generated']['mmd2'] == pytest.approx(expected, abs=0.06)
+  assert expected > 0.1
+  with pytest.raises(ValueError, match=r'samples must be \(N, 2\)'):
+    metrics.evaluate(d, np.zeros((10, 3)))
+
+
+def test_critic_lipschitz_of_the_raw_and_the_normalized_critic():
+  import jax.numpy as jnp
+
+  import snjax
+  from snjax.app.models import ConvCritic, MLPCritic
+
+  def exact_norms(params):
+    return {
+      layer: float(np.linalg.norm(np.asarray(p['kernel'], np.float64).reshape(-1, p['kernel'].shape[-1]), 2))
+      for layer, p in params.items()
+    }
+
+  # Without spectral normalization: the raw weights, each dense layer's norm its SVD's.
+  mlp = MLPCritic(8, 2)
+  params = mlp.init(jax.random.key(0), jnp.zeros((1, 3)))['params']
+  raw = metrics.critic_lipschitz(mlp, params, {}, (3,), 1.0)
+  norms = exact_norms(params)
+  assert [r['path'] for r in raw['layers']] == ['Dense_0/kernel', 'Dense_1/kernel', 'Dense_2/kernel']
+  for r in raw['layers']:  # float32 kernels, float64 SVD
+    assert r['reshaped_norm'] == pytest.approx(norms[r['path'].split('/')[0]], rel=1e-6)
+    assert r['operator_norm'] == r['reshaped_norm'] and r['bound'] >= r['reshaped_norm'] * (1 - 1e-6)
+  # A conv critic normalized with a state holding each weight's exact sigma: reshaped norms are target_norm.
+  critic = ConvCritic(4)
+  params = critic.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))['params']
+  state = snjax.sn_init(jax.random.key(1), params)
+  for layer, sigma in exact_norms(params).items():
+    state[layer]['kernel']['sigma'] = jnp.asarray(sigma, state[layer]['kernel']['sigma'].dtype)
+  normalized = metrics.critic_lipschitz(critic, params, state, (8, 8, 3), 2.0)
+  assert [r['kind'] for r in normalized['layers']] == ['conv'] * 3 + ['dense']
+  # float32 kernels divided by a float32 sigma: a few ulps.
+  assert [r['reshaped_norm'] for r in normalized['layers']] == pytest.approx([2.0] * 4, rel=1e-5)
+  assert normalized['reshaped_product'] == pytest.approx(16.0, rel=1e-4)
+  for r in normalized['layers']:  # the certified bound is above the operator norm's estimate (a lower bound)
+    assert r['bound'] >= r['operator_norm'] * (1 - 1e-5)
+
+
+def test_summary_lines_of_each_kind(user_points):
+  mix = metrics.mixture_metrics(np.repeat(GRID.centres, 4, axis=0), GRID.centres, GRID.std)
+  assert metrics.summary_lines(mix)[0] == '  modes covered       25 / 25'
+  user = metrics.evaluate(user_points, user_points.to_data_units(user_points.train[:50]))
+  lines = metrics.summary_lines(user)
+  assert lines[1].startswith(f'  {"MMD^2 to held-out":<22}{user["generated"]["mmd2"]:>12.5f}')
+  user['critic_lipschitz'] = {'reshaped_product': 1.0, 'operator_product': 2.0, 'bound_product': None}
+  assert metrics.summary_lines(user)[-1].endswith('reshaped 1.000, operator 2.000, bound -')
