@@ -67,7 +67,7 @@ class SpectralNorm(nn.Module):
     so with the weights of the last training call the output is bit for bit
     that call's (flax iterates again from the stored u).
   * ``init`` stores the *raw* parameters (flax stores ``W / sigma`` as the
-    parameter), and the state starts warmed up (``n_warmup_steps`` power
+    parameter), and the state starts warmed up (``n_warmup_iterations`` power
     steps), so the first sigma is already accurate (flax's starts at 1).
   * Fast path: a ``Dense``, ``DenseGeneral``, ``Conv``, ``ConvTranspose``,
     ``ConvLocal`` or ``Einsum`` runs on the raw kernel and its output is

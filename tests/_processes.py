@@ -116,8 +116,9 @@ class Launch:
   def output(self, i: int) -> Finished:
     """What process ``i`` wrote so far, and its exit status (``None`` while it runs)."""
     out, err = self._files[i]
-    out.flush()
-    err.flush()
+    for f in (out, err):
+      if not f.closed:  # open while the launch lasts; a failure message may read them after it
+        f.flush()
     with open(out.name) as f, open(err.name) as g:
       return Finished(self.procs[i].poll(), f.read(), g.read())
 

@@ -64,13 +64,32 @@ def initialize(
   )
   if not asked:
     return False
-  if jax.distributed.is_initialized():
+  if is_initialized():
     return True
   options: dict[str, Any] = {}
   if heartbeat_timeout is not None:
     options['heartbeat_timeout_seconds'] = check_int('heartbeat_timeout (seconds)', heartbeat_timeout, 1)
+  _use_gloo_on_cpu()
   jax.distributed.initialize(coordinator_address, num_processes, process_id, **options)
   return True
+
+
+def is_initialized() -> bool:
+  """Whether ``jax.distributed.initialize`` has run in this process (``jax.distributed.is_initialized``, which
+  JAX has from 0.4.31 on; the distributed client before)."""
+  check = getattr(jax.distributed, 'is_initialized', None)
+  if check is not None:
+    return check()
+  from jax._src import distributed as jax_distributed
+
+  return jax_distributed.global_state.client is not None
+
+
+def _use_gloo_on_cpu() -> None:
+  """Cross-process collectives between CPU devices through gloo, JAX's default from 0.4.31 on (no CPU collectives
+  before unless asked for, and a multi-process computation on CPU fails)."""
+  if getattr(jax.config, 'jax_cpu_collectives_implementation', None) == 'none':
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 
 
 def is_primary() -> bool:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import signal
 import threading
 
-import jax
+from snjax.app import distributed
 
 
 class PreemptionWatch:
@@ -38,7 +38,7 @@ class PreemptionWatch:
   Inside ``with PreemptionWatch() as watch``, call :meth:`reached` once at
   every step boundary, on every process, the same number of times.
 
-  * Several processes (``jax.distributed.is_initialized()``): JAX's preemption
+  * Several processes (``jax.distributed.initialize`` called): JAX's preemption
     service has caught SIGTERM since ``jax.distributed.initialize``;
     :meth:`reached` asks its sync point, numbering the boundaries 1, 2, ...
     from the ``with``. (With the service turned off,
@@ -57,7 +57,7 @@ class PreemptionWatch:
     self._previous = None
 
   def __enter__(self) -> PreemptionWatch:
-    self._distributed = jax.distributed.is_initialized()
+    self._distributed = distributed.is_initialized()
     if not self._distributed and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
     return self

@@ -10,7 +10,7 @@ import typing
 import jax
 import pytest
 
-from snjax.app import cli, run
+from snjax.app import cli, distributed, run
 from snjax.app.config import CHOICES, DEFAULTS, TrainConfig
 
 
@@ -135,7 +135,7 @@ def test_coordinator_flags_join_the_processes_before_the_run(monkeypatch, tmp_pa
   them: one process, the runtime not started."""
   joined = []
   monkeypatch.setattr(jax.distributed, 'initialize', lambda *a, **kw: joined.append((a, kw)))
-  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: False)
+  monkeypatch.setattr(distributed, 'is_initialized', lambda: False)
   monkeypatch.setattr(run, 'train', lambda config, out, **kw: joined.append('train') or {'steps': config.steps})
   monkeypatch.delenv('JAX_COORDINATOR_ADDRESS', raising=False)
   out = str(tmp_path / 'run')
