@@ -107,7 +107,7 @@ def _add_coordinator_flags(parser: argparse.ArgumentParser) -> None:
     type=int,
     metavar='SECONDS',
     help='seconds after which a process that stopped answering is declared dead and the others stop with an '
-    "error (default: JAX's, 100)",
+    "error (default: JAX's, 100; needs a jax whose jax.distributed.initialize takes heartbeat_timeout_seconds)",
   )
 
 

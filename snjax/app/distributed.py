@@ -18,6 +18,7 @@ and arrays come back to the host whole on every process.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -56,8 +57,9 @@ def initialize(
     Whether the process is joined to the others (``jax.distributed.initialize`` was called, now or before).
 
   Raises:
-    ValueError: ``heartbeat_timeout`` below 1, or JAX's own errors (an address it cannot parse, an id out of
-      range, a coordinator that does not answer within its initialization timeout).
+    ValueError: ``heartbeat_timeout`` below 1, or given to a jax that cannot set it, or JAX's own errors (an
+      address it cannot parse, an id out of range, a coordinator that does not answer within its initialization
+      timeout).
   """
   asked = any(v is not None for v in (coordinator_address, num_processes, process_id)) or bool(
     os.environ.get(COORDINATOR_ENV)
@@ -69,14 +71,25 @@ def initialize(
   options: dict[str, Any] = {}
   if heartbeat_timeout is not None:
     options['heartbeat_timeout_seconds'] = check_int('heartbeat_timeout (seconds)', heartbeat_timeout, 1)
+    if not takes_heartbeat_timeout():
+      raise ValueError(
+        f'a heartbeat timeout needs a jax whose jax.distributed.initialize takes heartbeat_timeout_seconds; '
+        f'jax {jax.__version__} does not (leave it out for the default, 100 s, or upgrade jax).'
+      )
   _use_gloo_on_cpu()
   jax.distributed.initialize(coordinator_address, num_processes, process_id, **options)
   return True
 
 
+def takes_heartbeat_timeout() -> bool:
+  """Whether this jax's ``jax.distributed.initialize`` takes ``heartbeat_timeout_seconds`` (jax 0.6 does not)."""
+  parameters = inspect.signature(jax.distributed.initialize).parameters.values()
+  return any(p.name == 'heartbeat_timeout_seconds' or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
 def is_initialized() -> bool:
   """Whether ``jax.distributed.initialize`` has run in this process (``jax.distributed.is_initialized``, which
-  JAX has from 0.4.31 on; the distributed client before)."""
+  which newer JAX has; the distributed client before)."""
   check = getattr(jax.distributed, 'is_initialized', None)
   if check is not None:
     return check()
@@ -86,9 +99,9 @@ def is_initialized() -> bool:
 
 
 def _use_gloo_on_cpu() -> None:
-  """Cross-process collectives between CPU devices through gloo, JAX's default from 0.4.31 on (no CPU collectives
-  before unless asked for, and a multi-process computation on CPU fails)."""
-  if getattr(jax.config, 'jax_cpu_collectives_implementation', None) == 'none':
+  """Cross-process collectives between CPU devices through gloo, JAX's later default (jax 0.4.33 has none unless
+  asked for, and a multi-process computation on CPU fails there)."""
+  if jax.config.values.get('jax_cpu_collectives_implementation') == 'none':
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 
 

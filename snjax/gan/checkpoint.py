@@ -44,6 +44,7 @@ checkpoint stays the latest.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -186,6 +187,22 @@ def _agree(reason: str | None) -> str | None:
   return reason if reason is not None else f'process {int(np.argmax(failed))} could not read it'
 
 
+_MANAGERS = itertools.count()
+"""How many checkpointers this process has made: the same sequence on every process of a run."""
+
+
+def _multiprocessing_options():
+  """Orbax's multi-process options with barriers named after this checkpointer (several processes only).
+
+  Orbax names a save's barriers after the step; in orbax 0.6 the name is the same for two checkpointers of one
+  program that save the same step, and the coordination service refuses a barrier name a second time. Every
+  process makes its checkpointers in the same order, so the count names the same checkpointer on all of them.
+  """
+  if jax.process_count() == 1:
+    return ocp.options.MultiprocessingOptions()
+  return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=f'snjax_checkpointer_{next(_MANAGERS)}')
+
+
 class Checkpointer:
   """Saves and restores a training state (any pytree, e.g. :class:`snjax.gan.GANTrainState`) with Orbax.
 
@@ -223,6 +240,7 @@ class Checkpointer:
       enable_async_checkpointing=async_save,
       cleanup_tmp_directories=True,
       create=True,
+      multiprocessing_options=_multiprocessing_options(),
     )
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=(_STATE, _SIGNATURE))
 

@@ -180,6 +180,10 @@ def test_sigterm_saves_an_agreed_step_and_resume_is_bit_identical(tmp_path):
   _assert_states(_state(moved, 20), _state(whole, 20), **CLOSE)
 
 
+@pytest.mark.skipif(
+  not distributed.takes_heartbeat_timeout(),
+  reason=f'needs --heartbeat-timeout: jax {jax.__version__} has no initialize(heartbeat_timeout_seconds=)',
+)
 def test_sigkill_of_one_process_ends_the_other_and_the_last_checkpoint_restores(tmp_path):
   """Process 1 is killed at step 15 (after the checkpoint of step 10): process 0, inside the next collective,
   is stopped by the runtime once the heartbeat timeout passes, with JAX's error naming the dead task; the run
@@ -229,3 +233,10 @@ def test_helpers_in_one_process(monkeypatch):
   np.testing.assert_array_equal(distributed.to_host(x), np.arange(6.0).reshape(2, 3))
   with pytest.raises(ValueError, match=r'heartbeat_timeout \(seconds\) must be an int >= 1, got 0'):
     distributed.initialize('127.0.0.1:1', 2, 0, heartbeat_timeout=0)
+  # A jax whose initialize has no heartbeat_timeout_seconds (jax 0.6 and older): a clear error, nothing started.
+  started = []
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda coordinator_address, num_processes, process_id: started)
+  assert not distributed.takes_heartbeat_timeout()
+  with pytest.raises(ValueError, match=r'heartbeat timeout needs a jax whose jax.distributed.initialize takes'):
+    distributed.initialize('127.0.0.1:1', 2, 0, heartbeat_timeout=10)
+  assert not started

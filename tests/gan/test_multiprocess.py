@@ -26,7 +26,7 @@ _SCRIPT = textwrap.dedent(
     pid, n, port, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     import jax
     if n > 1:
-      jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # JAX's default from 0.4.31 on
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # newer JAX's default; none on jax 0.4.33
       jax.distributed.initialize(f'127.0.0.1:{port}', n, pid)
     import numpy as np, optax, snjax
     from jax.experimental import multihost_utils
