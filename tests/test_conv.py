@@ -1,12 +1,8 @@
 """snjax.conv: the operator norm of convolutions and the conv mode of the transform.
 
-Reference: the explicit dense matrix of the convolution, built by applying
-``flax.linen.Conv`` (not snjax's own conv) to the identity basis. Each entry is
-one kernel entry times 1, so the float32 matrix is exact; its singular values
-come from numpy's SVD in float64.
+Reference: the explicit dense matrix of the convolution (tests/_conv_testing.py: ``flax.linen.Conv``, not
+snjax's own conv, applied to the identity basis; exact in float32), its singular values by numpy in float64.
 """
-
-import math
 
 import flax.linen as nn
 import jax
@@ -16,101 +12,48 @@ import pytest
 
 import snjax
 from snjax import _conv as conv_lib
-from tests._compat import flax_conv
-
-
-def flax_dense(kernel, input_shape, **conv_kwargs):
-  """The (in_dim, out_dim) matrix of ``nn.Conv`` on one input, from the identity basis, as float64."""
-  n = math.prod(input_shape)
-  layer = flax_conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv_kwargs)
-  basis = jnp.eye(n, dtype=kernel.dtype).reshape((n,) + tuple(input_shape))
-  out = layer.apply({'params': {'kernel': kernel}}, basis)
-  return np.asarray(out, np.float64).reshape(n, -1)
-
-
-def true_norm(kernel, input_shape, **conv_kwargs):
-  return float(np.linalg.norm(flax_dense(kernel, input_shape, **conv_kwargs), 2))
-
-
-def _kernel(seed, shape):
-  return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
-
-
-# (kernel spatial, input shape, groups, cout, flax Conv kwargs); ConvSpec uses rhs_dilation for kernel_dilation.
-CASES = [
-  ((3,), (12, 2), 1, 3, dict(strides=1, padding='SAME')),
-  ((3,), (12, 2), 1, 3, dict(strides=2, padding='VALID')),
-  ((3,), (11, 2), 1, 2, dict(strides=1, padding='CAUSAL', kernel_dilation=2)),
-  ((3, 3), (6, 6, 2), 1, 3, dict(strides=1, padding='SAME')),
-  ((4, 4), (8, 8, 2), 1, 3, dict(strides=2, padding='SAME')),
-  ((3, 3), (7, 6, 2), 1, 2, dict(strides=(1, 2), padding='SAME', kernel_dilation=(2, 1))),
-  ((3, 3), (6, 6, 4), 2, 4, dict(strides=1, padding='SAME', feature_group_count=2)),
-  ((3, 3), (6, 6, 2), 1, 2, dict(strides=2, padding='CIRCULAR')),
-  ((2, 3), (5, 6, 2), 1, 2, dict(strides=1, padding=((2, 0), (1, 3)))),
-  ((3, 3), (5, 5, 2), 1, 2, dict(strides=1, padding='REFLECT')),
-  ((2, 2, 2), (4, 4, 3, 2), 1, 2, dict(strides=(1, 2, 1), padding='SAME')),
-]
-
-
-def _spec_kwargs(flax_kwargs, groups):
-  out = dict(strides=flax_kwargs.get('strides', 1), padding=flax_kwargs.get('padding', 'SAME'))
-  out['rhs_dilation'] = flax_kwargs.get('kernel_dilation', 1)
-  out['feature_group_count'] = groups
-  return out
-
-
-def _case(case, seed=0):
-  ks, input_shape, groups, cout, kwargs = case
-  kernel = _kernel(seed, ks + (input_shape[-1] // groups, cout))
-  return kernel, input_shape, _spec_kwargs(kwargs, groups), kwargs
+from tests._conv_testing import CASES, conv_matrix, conv_norm, make_case, random_kernel
 
 
 def test_power_iteration_sigma_is_a_lower_bound_at_every_step_and_converges():
-  kernel, input_shape, spec_kwargs, flax_kwargs = _case(CASES[3], seed=5)
-  truth = true_norm(kernel, input_shape, **flax_kwargs)
-  spec = snjax.ConvSpec(input_shape, **spec_kwargs)
-  u = conv_lib.random_unit_input(jax.random.key(0), input_shape)
+  kernel, spec, flax_kwargs = make_case(CASES[3], seed=5)
+  truth = conv_norm(kernel, spec.input_shape, **flax_kwargs)
+  u = conv_lib.random_unit_input(jax.random.key(0), spec.input_shape)
   step = jax.jit(lambda k, u: snjax.power_iteration(k, u, spec=spec))
   previous = 0.0
+  # 1e-5 relative: float32 rounding of sigma = ||A^T v|| (18-term tap sums, then a 72-term norm: about
+  # (18 + 72) eps = 1.1e-5 in the worst case, ~1e-6 in practice), and of ||u|| (a 72-term sum: <= 72 eps = 9e-6).
   for _ in range(60):
     sigma, u = step(kernel, u)
     assert float(sigma) <= truth * (1 + 1e-5)
     assert float(sigma) >= previous * (1 - 1e-5)  # monotone (power iteration on A^T A)
     previous = float(sigma)
     assert abs(float(jnp.linalg.norm(u.ravel())) - 1) < 1e-5
-  assert previous >= 0.99 * truth
+  assert previous >= 0.99 * truth  # MEASURE
 
 
 def test_sigma_gradient_is_the_top_singular_value_gradient():
   # At convergence d sigma / dK = d sigma_1(A(K)) / dK; check one direction against central finite differences
   # of the dense float64 SVD.
-  kernel, input_shape, spec_kwargs, flax_kwargs = _case(CASES[0], seed=7)
-  spec = snjax.ConvSpec(input_shape, **spec_kwargs)
-  u = conv_lib.random_unit_input(jax.random.key(0), input_shape)
+  kernel, spec, flax_kwargs = make_case(CASES[0], seed=7)
+  u = conv_lib.random_unit_input(jax.random.key(0), spec.input_shape)
   u = snjax.power_iteration(kernel, u, spec=spec, n_power_iterations=3000).u
   grad = jax.grad(lambda k: snjax.power_iteration(k, u, spec=spec).sigma)(kernel)
-  direction = _kernel(11, kernel.shape)
+  direction = random_kernel(11, kernel.shape)
   h = 1e-3
-  k64 = np.asarray(kernel, np.float64)
-  d64 = np.asarray(direction, np.float64)
+  k64 = np.asarray(kernel, np.float64).ravel()
+  d64 = np.asarray(direction, np.float64).ravel()
+  # The conv matrix is linear in the kernel: A(K) = sum_i K_i A(e_i), exact in float64 from the float32 matrices
+  # of the 0/1 kernels e_i (each entry 0 or 1).
+  basis = np.stack([conv_matrix(e.reshape(kernel.shape), spec.input_shape, **flax_kwargs) for e in np.eye(k64.size)])
 
   def norm64(k):
-    # The conv matrix is linear in the kernel: build it from float64 basis kernels' contributions.
-    return np.linalg.norm(_dense64(k, input_shape, flax_kwargs), 2)
+    return np.linalg.norm(np.tensordot(k, basis, axes=1), 2)
 
+  # rtol 1e-3: the central difference's truncation error is O(h^2) = 1e-6 relative for a simple top singular value,
+  # its float64 rounding ~1e-16 / h; the float32 gradient is good to ~1e-6.
   fd = (norm64(k64 + h * d64) - norm64(k64 - h * d64)) / (2 * h)
   np.testing.assert_allclose(float(jnp.vdot(grad, direction)), fd, rtol=1e-3)
-
-
-def _dense64(kernel64, input_shape, flax_kwargs):
-  # A(K) = sum_i K_i A(e_i): exact in float64 from float32 evaluations of 0/1 kernels.
-  flat = kernel64.ravel()
-  total = 0.0
-  for i in range(flat.size):
-    e = np.zeros(flat.size, np.float32)
-    e[i] = 1.0
-    total = total + flat[i] * flax_dense(jnp.asarray(e.reshape(kernel64.shape)), input_shape, **flax_kwargs)
-  return total
 
 
 def test_zero_kernel_gives_eps_and_keeps_u_and_nan_u_is_reseeded():
@@ -123,7 +66,7 @@ def test_zero_kernel_gives_eps_and_keeps_u_and_nan_u_is_reseeded():
   grad = jax.grad(lambda k: snjax.power_iteration(k, u, spec=spec).sigma)(kernel)
   assert np.all(np.isfinite(grad))
   bad = jnp.full(spec.input_shape, jnp.nan)
-  res = snjax.power_iteration(_kernel(0, (3, 3, 2, 2)), bad, spec=spec, n_power_iterations=2)
+  res = snjax.power_iteration(random_kernel(0, (3, 3, 2, 2)), bad, spec=spec, n_power_iterations=2)
   assert np.isfinite(float(res.sigma)) and float(res.sigma) > 0
 
 
@@ -142,7 +85,7 @@ class SmallCNN(nn.Module):
 def cnn():
   model = SmallCNN()
   x = jnp.ones((1, 8, 8, 3))
-  params = model.init(jax.random.key(0), x)['params']
+  params = jax.jit(model.init)(jax.random.key(0), x)['params']  # one compilation, not one per operation
   return model, x, params, snjax.conv_specs(model, x)
 
 
@@ -165,12 +108,12 @@ def test_conv_mode_state_converges_to_the_operator_norm_and_normalizes(cnn):
     params_sn, state = step(params, state)
   for name, spec in (('Conv_0', specs[r'(^|/)Conv_0/kernel$']), ('Conv_1', specs[r'(^|/)Conv_1/kernel$'])):
     kw = dict(strides=spec.strides, padding=spec.padding, feature_group_count=spec.feature_group_count)
-    truth = true_norm(params[name]['kernel'], spec.input_shape, **kw)
+    truth = conv_norm(params[name]['kernel'], spec.input_shape, **kw)
     sigma = float(state[name]['kernel']['sigma'])
     assert sigma <= truth * (1 + 1e-5)
     assert sigma >= truth * (1 - 1e-3)
     # Normalized: operator norm 1, never below it (sigma is a lower bound).
-    normalized = true_norm(params_sn[name]['kernel'], spec.input_shape, **kw)
+    normalized = conv_norm(params_sn[name]['kernel'], spec.input_shape, **kw)
     assert 1 - 1e-5 <= normalized <= 1 + 1e-3
   # Matrix leaves are untouched by the conv option: same as the matrix mode.
   dense_sigma = float(np.linalg.norm(np.asarray(params['Dense_0']['kernel'], np.float64), 2))
@@ -199,7 +142,7 @@ def test_conv_mode_eval_jit_and_gradient(cnn):
 
 
 def test_conv_mode_torch_layout_matches_flax_layout():
-  kernel = _kernel(4, (3, 3, 2, 3))
+  kernel = random_kernel(4, (3, 3, 2, 3))
   spec = snjax.ConvSpec((6, 6, 2))
   flax_params = {'w': kernel}
   torch_params = {'w': jnp.transpose(kernel, (3, 2, 0, 1))}
@@ -231,7 +174,7 @@ def test_linen_spectral_norm_conv_operator_norm_mode():
   _, updates = net.apply(variables, x, True, mutable=['batch_stats'])
   variables = {**variables, **updates}
   params = variables['params']['Conv_0']
-  truth = true_norm(params['kernel'], (6, 6, 2), strides=2, padding='SAME')
+  truth = conv_norm(params['kernel'], (6, 6, 2), strides=2, padding='SAME')
   sigma = float(variables['batch_stats']['SpectralNorm_0']['Conv_0/kernel/sigma'])
   assert truth * (1 - 1e-3) <= sigma <= truth * (1 + 1e-5)
   # Evaluation: the stored sigma, output = conv(x; W / sigma) + b.
@@ -246,7 +189,7 @@ def test_linen_spectral_norm_conv_operator_norm_mode():
 
 def test_deprecated_conv_power_iteration_warns_and_equals_power_iteration_with_a_spec():
   spec = snjax.ConvSpec((6, 6, 2), strides=2)
-  kernel = _kernel(3, (3, 3, 2, 4))
+  kernel = random_kernel(3, (3, 3, 2, 4))
   u = conv_lib.random_unit_input(jax.random.key(0), spec.input_shape)
   with pytest.warns(DeprecationWarning, match='power_iteration'):
     old = snjax.conv_power_iteration(kernel, u, spec, n_iterations=4)

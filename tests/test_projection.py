@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import snjax
+from tests._conv_testing import conv_norm
 
 MODEL = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(8), nn.relu, nn.Dense(1)])
 X = jax.random.normal(jax.random.key(1), (64, 3))
@@ -141,16 +142,6 @@ def test_errors():
     proj.update(other, state, other)
 
 
-def _conv_dense_norm(kernel, input_shape):
-  """The exact operator norm of a SAME conv: the float64 SVD of its dense Jacobian on one input."""
-  conv = lambda x: jax.lax.conv_general_dilated(  # noqa: E731
-    x[None], kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
-  )[0]
-  jac = jax.jacobian(conv)(jnp.zeros(input_shape, kernel.dtype))
-  out_size = int(np.prod(jac.shape[: len(input_shape)]))
-  return np.linalg.norm(np.asarray(jac, np.float64).reshape(out_size, -1), 2)
-
-
 def test_conv_mode_caps_the_convolution_operator_norm():
   """With conv=, the projected kernel's convolution (its dense matrix, by SVD) has norm <= c (1 + 5e-3)."""
   c, input_shape = 1.0, (5, 5, 2)
@@ -168,12 +159,12 @@ def test_conv_mode_caps_the_convolution_operator_norm():
     u, s = tx.update(g, s, p)
     return optax.apply_updates(p, u), s
 
-  assert _conv_dense_norm(params['layers_0']['kernel'], input_shape) > c  # active from the start
+  assert conv_norm(params['layers_0']['kernel'], input_shape, padding='SAME') > c  # active from the start
   for i in range(40):
     params, state = step(params, state)
     if i >= 20:
       # The top of a conv's spectrum is dense, so the one-step estimate (a lower bound) trails by ~0.2% here;
       # the same run in matrix mode leaves the conv's operator norm at ~1.55 c.
-      assert _conv_dense_norm(params['layers_0']['kernel'], input_shape) <= c * (1 + 5e-3)
+      assert conv_norm(params['layers_0']['kernel'], input_shape, padding='SAME') <= c * (1 + 5e-3)
       assert np.linalg.norm(np.asarray(params['layers_3']['kernel'], np.float64), 2) <= c * (1 + 1e-3)
   assert state[1].sn_state['layers_0']['kernel']['u'].shape == input_shape

@@ -3,12 +3,9 @@
 Covers snjax/lipschitz/_bounds.py (which operator is bounded), _circular.py (the FFT blocks) and _dense.py (the
 exact Gram matrix); Gram iteration on matrices is in test_gram.py.
 
-
-Reference: ``flax.linen.Conv`` applied to the identity basis (exact in float32: each
-entry is one kernel entry), singular values by numpy in float64.
+Reference: the explicit dense matrix of the convolution (tests/_conv_testing.py: ``flax.linen.Conv`` applied to the
+identity basis; exact in float32), singular values by numpy in float64.
 """
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -18,18 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import snjax
-from tests._compat import enable_x64, flax_conv
-
-
-def dense(kernel, input_shape, **conv_kwargs):
-  n = math.prod(input_shape)
-  layer = flax_conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv_kwargs)
-  basis = jnp.eye(n, dtype=kernel.dtype).reshape((n,) + tuple(input_shape))
-  return np.asarray(layer.apply({'params': {'kernel': kernel}}, basis), np.float64).reshape(n, -1)
-
-
-def _kernel(seed, shape):
-  return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+from tests._compat import enable_x64
+from tests._conv_testing import conv_matrix as dense
+from tests._conv_testing import random_kernel
 
 
 def spec_of(input_shape, **flax_kwargs):
@@ -52,7 +40,7 @@ CIRCULAR = [
 @pytest.mark.parametrize('case', CIRCULAR, ids=lambda c: f'{c[0]}-{c[1]}-{c[3]}')
 def test_circular_singular_values_are_the_dense_spectrum(case):
   kshape, input_shape, flax_kwargs, kwargs = case
-  kernel = _kernel(0, kshape)
+  kernel = random_kernel(0, kshape)
   expected = np.linalg.svd(dense(kernel, input_shape, padding='CIRCULAR', **flax_kwargs), compute_uv=False)
   spec = snjax.ConvSpec(input_shape, padding='CIRCULAR', **kwargs)
   got = np.asarray(snjax.lipschitz.circular_conv_singular_values(kernel, spec))
@@ -81,7 +69,7 @@ ZERO = [
 def test_zero_padding_bound_is_within_1e3_of_the_dense_norm(case):
   # Small operators: Gram iteration / eigvalsh on the exact Gram matrix, float32 with its margin.
   kshape, input_shape, flax_kwargs = case
-  kernel = _kernel(1, kshape)
+  kernel = random_kernel(1, kshape)
   truth = float(np.linalg.norm(dense(kernel, input_shape, **flax_kwargs), 2))
   spec = spec_of(input_shape, **flax_kwargs)
   for method in ('svd', 'gram'):
@@ -96,7 +84,7 @@ def test_zero_padding_bound_is_within_1e3_of_the_dense_norm(case):
 
 def test_zero_padding_embedding_tightens_with_the_input_size():
   # The embedding's excess over the true norm shrinks as the input grows: within 1% at 64 samples (1D).
-  kernel = _kernel(2, (3, 2, 2))
+  kernel = random_kernel(2, (3, 2, 2))
   gaps = []
   for n in (8, 64):
     truth = float(np.linalg.norm(dense(kernel, (n, 2), padding='SAME'), 2))
@@ -130,7 +118,7 @@ def test_bound_is_above_the_true_norm_and_within_one_percent(d, n, k, cin, cout,
     padding = [(i % 3, (i + seed) % 2) for i in range(d)]
     if n + min(p[0] + p[1] for p in padding) < span:
       return
-  kernel = _kernel(seed, (k,) * d + (cin, cout))
+  kernel = random_kernel(seed, (k,) * d + (cin, cout))
   input_shape = (n,) * d + (cin,)
   flax_kwargs = dict(strides=stride, padding=padding, kernel_dilation=dilation)
   truth = float(np.linalg.norm(dense(kernel, input_shape, **flax_kwargs), 2))
@@ -157,14 +145,14 @@ def test_dense_bound_in_float64_is_within_1e6():
 
 
 def test_dense_bound_jit_gradient_and_zero_kernel():
-  kernel = _kernel(4, (3, 3, 2, 3))
+  kernel = random_kernel(4, (3, 3, 2, 3))
   spec = snjax.ConvSpec((5, 5, 2), padding='SAME')
   f = jax.jit(lambda k: snjax.lipschitz.conv_norm_bound(k, spec))
   np.testing.assert_allclose(float(f(kernel)), float(snjax.lipschitz.conv_norm_bound(kernel, spec)), rtol=1e-6)
   # The gradient: 1-homogeneity (vdot(grad, K) = bound) and a central difference along a random direction.
   grad = jax.grad(f)(kernel)
   np.testing.assert_allclose(float(jnp.vdot(grad, kernel)), float(f(kernel)), rtol=1e-3)
-  direction = _kernel(6, kernel.shape)
+  direction = random_kernel(6, kernel.shape)
   h = 1e-2
   slope = (float(f(kernel + h * direction)) - float(f(kernel - h * direction))) / (2 * h)
   np.testing.assert_allclose(float(jnp.vdot(grad, direction)), slope, rtol=2e-2)
@@ -174,7 +162,7 @@ def test_dense_bound_jit_gradient_and_zero_kernel():
 
 
 def test_operator_choice_and_dense_limit():
-  kernel = _kernel(5, (3, 3, 2, 2))
+  kernel = random_kernel(5, (3, 3, 2, 2))
   shape = (6, 6, 2)  # min(in_dim, out_dim) = 72
   same, circular, reflect = (snjax.ConvSpec(shape, padding=p) for p in ('SAME', 'CIRCULAR', 'REFLECT'))
   bound, describe = snjax.lipschitz.conv_norm_bound, snjax.lipschitz.conv_bound_description
@@ -204,7 +192,7 @@ def test_operator_choice_and_dense_limit():
 
 
 def test_bound_is_differentiable_and_jittable():
-  kernel = _kernel(3, (3, 3, 2, 2))
+  kernel = random_kernel(3, (3, 3, 2, 2))
   f = jax.jit(lambda k: snjax.lipschitz.conv_norm_bound(k, snjax.ConvSpec((6, 6, 2), padding='CIRCULAR')))
   grad = jax.grad(f)(kernel)
   assert np.all(np.isfinite(grad))
@@ -213,7 +201,7 @@ def test_bound_is_differentiable_and_jittable():
 
 
 def test_unsupported_geometries_raise():
-  kernel = _kernel(0, (3, 3, 2, 2))
+  kernel = random_kernel(0, (3, 3, 2, 2))
   with pytest.raises(ValueError, match='REFLECT'):
     snjax.lipschitz.conv_norm_bound(kernel, snjax.ConvSpec((6, 6, 2), padding='REFLECT'), operator='fourier')
   odd = snjax.ConvSpec((7, 6, 2), strides=2, padding='CIRCULAR')

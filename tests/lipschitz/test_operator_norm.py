@@ -1,12 +1,8 @@
 """snjax.lipschitz.conv_operator_norm: the operator norm of convolutions, against their dense matrices.
 
-Reference: the explicit dense matrix of the convolution, built by applying
-``flax.linen.Conv`` (not snjax's own conv) to the identity basis. Each entry is
-one kernel entry times 1, so the float32 matrix is exact; its singular values
-come from numpy's SVD in float64.
+Reference: the explicit dense matrix of the convolution (tests/_conv_testing.py: ``flax.linen.Conv``, not
+snjax's own conv, applied to the identity basis; exact in float32), its singular values by numpy in float64.
 """
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -18,61 +14,14 @@ from hypothesis import strategies as st
 import snjax
 from snjax import _conv as conv_lib
 from snjax.lipschitz import _operator_norm
-from tests._compat import flax_conv
+from tests._conv_testing import CASES, case_id, conv_matrix, conv_norm, make_case, random_kernel
 
 
-def flax_dense(kernel, input_shape, **conv_kwargs):
-  """The (in_dim, out_dim) matrix of ``nn.Conv`` on one input, from the identity basis, as float64."""
-  n = math.prod(input_shape)
-  layer = flax_conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv_kwargs)
-  basis = jnp.eye(n, dtype=kernel.dtype).reshape((n,) + tuple(input_shape))
-  out = layer.apply({'params': {'kernel': kernel}}, basis)
-  return np.asarray(out, np.float64).reshape(n, -1)
-
-
-def true_norm(kernel, input_shape, **conv_kwargs):
-  return float(np.linalg.norm(flax_dense(kernel, input_shape, **conv_kwargs), 2))
-
-
-def _kernel(seed, shape):
-  return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
-
-
-# (kernel spatial, input shape, groups, cout, flax Conv kwargs); ConvSpec uses rhs_dilation for kernel_dilation.
-CASES = [
-  ((3,), (12, 2), 1, 3, dict(strides=1, padding='SAME')),
-  ((3,), (12, 2), 1, 3, dict(strides=2, padding='VALID')),
-  ((3,), (11, 2), 1, 2, dict(strides=1, padding='CAUSAL', kernel_dilation=2)),
-  ((3, 3), (6, 6, 2), 1, 3, dict(strides=1, padding='SAME')),
-  ((4, 4), (8, 8, 2), 1, 3, dict(strides=2, padding='SAME')),
-  ((3, 3), (7, 6, 2), 1, 2, dict(strides=(1, 2), padding='SAME', kernel_dilation=(2, 1))),
-  ((3, 3), (6, 6, 4), 2, 4, dict(strides=1, padding='SAME', feature_group_count=2)),
-  ((3, 3), (6, 6, 2), 1, 2, dict(strides=2, padding='CIRCULAR')),
-  ((2, 3), (5, 6, 2), 1, 2, dict(strides=1, padding=((2, 0), (1, 3)))),
-  ((3, 3), (5, 5, 2), 1, 2, dict(strides=1, padding='REFLECT')),
-  ((2, 2, 2), (4, 4, 3, 2), 1, 2, dict(strides=(1, 2, 1), padding='SAME')),
-]
-
-
-def _case(case, seed=0):
-  """``(kernel, ConvSpec, flax Conv kwargs)`` of a case."""
-  ks, input_shape, groups, cout, kwargs = case
-  kernel = _kernel(seed, ks + (input_shape[-1] // groups, cout))
-  spec = snjax.ConvSpec(
-    input_shape,
-    strides=kwargs.get('strides', 1),
-    padding=kwargs.get('padding', 'SAME'),
-    rhs_dilation=kwargs.get('kernel_dilation', 1),
-    feature_group_count=groups,
-  )
-  return kernel, spec, kwargs
-
-
-@pytest.mark.parametrize('case', CASES, ids=lambda c: f'{c[0]}-{c[1]}-{c[4]}')
+@pytest.mark.parametrize('case', CASES, ids=case_id)
 def test_operator_norm_matches_dense_svd(case):
-  kernel, spec, flax_kwargs = _case(case)
+  kernel, spec, flax_kwargs = make_case(case)
   input_shape = spec.input_shape
-  dense = flax_dense(kernel, input_shape, **flax_kwargs)
+  dense = conv_matrix(kernel, input_shape, **flax_kwargs)
   # snjax's conv is flax's conv: the same matrix on the identity basis.
   basis = jnp.eye(dense.shape[0]).reshape((-1,) + input_shape)
   ours = jax.vmap(lambda x: conv_lib.conv_apply(kernel, x, spec))(basis).reshape(dense.shape[0], -1)
@@ -84,8 +33,8 @@ def test_operator_norm_matches_dense_svd(case):
 
 
 def test_power_method_converges_and_jit_agrees():
-  kernel, spec, flax_kwargs = _case(CASES[4], seed=3)
-  truth = true_norm(kernel, spec.input_shape, **flax_kwargs)
+  kernel, spec, flax_kwargs = make_case(CASES[4], seed=3)
+  truth = conv_norm(kernel, spec.input_shape, **flax_kwargs)
   est = float(snjax.lipschitz.conv_operator_norm(kernel, spec, method='power', tol=1e-8))
   assert abs(est - truth) <= 1e-3 * truth
   jitted = jax.jit(lambda k: snjax.lipschitz.conv_operator_norm(k, spec))
@@ -106,9 +55,9 @@ def test_power_method_converges_and_jit_agrees():
 def test_operator_norm_property_over_small_shapes(d, n, k, cin, cout, stride, padding, seed):
   if padding == 'VALID' and k > n:
     return
-  kernel = _kernel(seed, (k,) * d + (cin, cout))
+  kernel = random_kernel(seed, (k,) * d + (cin, cout))
   input_shape = (n,) * d + (cin,)
-  truth = true_norm(kernel, input_shape, strides=stride, padding=padding)
+  truth = conv_norm(kernel, input_shape, strides=stride, padding=padding)
   spec = snjax.ConvSpec(input_shape, strides=stride, padding=padding)
   est = float(snjax.lipschitz.conv_operator_norm(kernel, spec, key=jax.random.key(seed), method='power', tol=1e-7))
   assert abs(est - truth) <= 1e-3 * truth + 1e-6
@@ -152,6 +101,6 @@ def test_lanczos_restart_ritz_value_is_below_the_top_eigenvalue_and_exact_on_a_f
   ],
 )
 def test_bad_arguments_raise_clear_errors(spec_kwargs, options, match):
-  kernel = _kernel(0, (3, 3, 2, 4))
+  kernel = random_kernel(0, (3, 3, 2, 4))
   with pytest.raises(ValueError, match='conv_operator_norm: .*' + match):
     snjax.lipschitz.conv_operator_norm(kernel, snjax.ConvSpec(**spec_kwargs), **options)
