@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from snjax.app import cli
 from snjax.app.run import format_summary, train
 from snjax.app.run_folder import RunFolderError
+from tests import _processes
 from tests._checkpoints import damage
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -78,20 +78,21 @@ def test_resume_after_stop_is_bit_exact(tmp_path, finished_run, tiny):
 
 
 def test_resume_after_sigkill_is_bit_exact(tmp_path, tiny_flags):
-  """A CLI run killed with SIGKILL after its first checkpoint, resumed, ends with the uninterrupted run's samples."""
+  """A CLI run killed with SIGKILL after its first checkpoint, resumed, ends with the uninterrupted run's samples.
+
+  The run is held at its third chunk boundary (step 15, after the checkpoint of step 10) by the test driver until
+  it is killed, so the kill lands there however fast or slow the machine is."""
   args = ['--steps', '300', *tiny_flags, '--quiet']
-  killed = str(tmp_path / 'killed')
-  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  proc = subprocess.Popen([sys.executable, '-m', 'snjax', 'train', '--out', killed, *args], env=env, cwd=REPO)
-  ckpt = os.path.join(killed, 'checkpoints')
-  deadline = time.time() + 240
-  while time.time() < deadline and proc.poll() is None:
-    if os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt)):
-      break
-    time.sleep(0.05)
-  assert proc.poll() is None, 'the run finished before it could be killed'
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  killed, flags = str(tmp_path / 'killed'), tmp_path / 'flags'
+  flags.mkdir()
+  spec = {'flags': str(flags), 'runs': [{'argv': ['train', '--out', killed, *args], 'park_at': 3, 'park': 'wait'}]}
+  command = _processes.python('-m', 'tests.app._driver', json.dumps(spec))
+  with _processes.Launch([command], [_processes.env(1)], str(tmp_path)) as launch:
+    launch.wait_for(lambda: (flags / 'parked0').exists(), 'step 15')
+    assert sorted(d for d in os.listdir(os.path.join(killed, 'checkpoints')) if d.isdigit()) == ['10']
+    launch.signal(0, signal.SIGKILL)
+    (done,) = launch.finish()
+  assert done.returncode == -signal.SIGKILL
   assert not os.path.exists(os.path.join(killed, 'samples.npy'))
   assert cli.main(['train', '--out', killed, '--resume', *args]) == 0
   fresh = str(tmp_path / 'fresh')
