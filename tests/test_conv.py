@@ -13,6 +13,7 @@ import pytest
 import snjax
 from snjax import _conv as conv_lib
 from tests._conv_testing import CASES, conv_matrix, conv_norm, make_case, random_kernel
+from tests._tolerances import TWO_PROGRAMS
 
 
 def test_power_iteration_sigma_is_a_lower_bound_at_every_step_and_converges():
@@ -130,7 +131,7 @@ def test_conv_mode_eval_jit_and_gradient(cnn):
   # Evaluation: no iteration, the stored sigma, the same state object.
   eval_params, same = snjax.sn_apply(params, eager_state, update=False, conv=specs)
   assert same is eager_state
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), eval_params, eager_params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=TWO_PROGRAMS), eval_params, eager_params)
 
   def loss(p):
     p_sn, _ = snjax.sn_apply(p, state, conv=specs)

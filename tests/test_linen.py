@@ -15,6 +15,7 @@ import pytest
 
 import snjax
 from snjax.linen import SNConv, SNDense, SpectralNorm
+from tests._tolerances import TWO_PROGRAMS
 
 
 def _top_sv(kernel, out_axes=(-1,)):
@@ -100,7 +101,7 @@ def test_fast_path_equals_materialized_values_and_grads(name):
     np.testing.assert_allclose(y_f, y_s, rtol=1e-5, atol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), gp_f, gp_s)
     np.testing.assert_allclose(gx_f, gx_s, rtol=1e-4, atol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), upd_f, upd_s)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=TWO_PROGRAMS), upd_f, upd_s)
 
 
 def test_fast_path_falls_back_for_other_layers():
@@ -129,7 +130,7 @@ def test_fast_path_falls_back_for_other_layers():
           node = node.setdefault(k, {})
         node[keys[-1]] = {'u': u[0], 'sigma': variables['batch_stats'][name[:-2] + '/sigma']}
     p_sn, _ = snjax.sn_apply(variables['params']['layer_instance'], state, include=lambda p, leaf: leaf.ndim >= 2)
-    np.testing.assert_allclose(y, layer.apply({'params': p_sn}, x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(y, layer.apply({'params': p_sn}, x), rtol=TWO_PROGRAMS, atol=1e-6)
     with pytest.raises(ValueError, match='fast path does not apply'):
       SpectralNorm(layer, fast_path=True).init(jax.random.key(0), x, update_stats=False)
 
@@ -243,7 +244,9 @@ def test_whole_model_functional_pattern_matches_module_way():
   )
   np.testing.assert_allclose(y_module, y_functional, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(
-    upd['batch_stats']['SpectralNorm_1']['Dense_1/kernel/sigma'], new_state['Dense_1']['kernel']['sigma'], rtol=1e-6
+    upd['batch_stats']['SpectralNorm_1']['Dense_1/kernel/sigma'],
+    new_state['Dense_1']['kernel']['sigma'],
+    rtol=TWO_PROGRAMS,
   )
 
 
@@ -301,7 +304,7 @@ def test_nn_scan_one_state_per_layer():
     np.testing.assert_allclose(
       upd['batch_stats']['SpectralNorm_0']['Dense_0/kernel/sigma'][i],
       layer_upd['batch_stats']['SpectralNorm_0']['Dense_0/kernel/sigma'],
-      rtol=1e-6,
+      rtol=TWO_PROGRAMS,
     )
   np.testing.assert_allclose(y, h, rtol=1e-5, atol=1e-6)
 

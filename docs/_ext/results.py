@@ -138,7 +138,8 @@ def stacked_digits(records: list[dict]) -> tuple[list[str], list[list[str]]]:
         f'**mean, {"spectral norm" if normalization == "spectral" else "no spectral norm"} ({len(runs)} seeds)**',
         f'**{statistics.mean(g["modes_covered"] for g in gs):.1f}**',
         f'**{statistics.mean(g["reverse_kl"] for g in gs):.3f}**',
-        f'**{statistics.mean(r["wall_seconds"] for r in runs):.0f} s / {statistics.mean(r["cpu_seconds"] for r in runs):.0f} s**',
+        f'**{statistics.mean(r["wall_seconds"] for r in runs):.0f} s / '
+        f'{statistics.mean(r["cpu_seconds"] for r in runs):.0f} s**',
       ]
     )
   real = records[0]['data']['metrics']['real_held_out']

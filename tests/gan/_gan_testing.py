@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tests._tolerances import TWO_PROGRAMS
+
 LATENT, DATA, B = 3, 2, 8
 G = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(DATA)])
 D = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(1)])
@@ -51,7 +53,7 @@ def images(seed, *lead):
   return jnp.tanh(jax.random.normal(jax.random.key(200 + seed), (*lead, B, *IMG)))
 
 
-def assert_trees_close(a, b, rtol=1e-6, atol=1e-6):
+def assert_trees_close(a, b, rtol=TWO_PROGRAMS, atol=1e-6):
   def close(x, y):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
