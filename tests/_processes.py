@@ -1,10 +1,11 @@
 """Launching real JAX processes from tests: one run of several processes on 127.0.0.1, bounded in time.
 
-Each process gets ``XLA_FLAGS=--xla_force_host_platform_device_count=<n>`` (set before jax is imported, so
-its own n CPU devices), the repository on ``PYTHONPATH``, and a persistent compilation cache shared by every
-launch of this user's test sessions (the same programs compile once; a cached executable is the same binary, so
-runs compare bit for bit all the same, and an entry JAX cannot read back, e.g. one being written by another
-process, is compiled again with a warning). Cross-process collectives on CPU go through gloo, JAX's default.
+Each process gets ``--xla_force_host_platform_device_count=<n>`` added to the session's ``XLA_FLAGS`` (set
+before jax is imported, so its own n CPU devices), the repository on ``PYTHONPATH``, and the environment of the
+test session: its XLA compile mode and its persistent compilation cache (tests/conftest.py), so the same programs
+compile once across launches (a cached executable is the same binary, so runs compare bit for bit all the same,
+and an entry JAX cannot read back, e.g. one being written by another process, is compiled again with a warning).
+Cross-process collectives on CPU go through gloo, JAX's default.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -25,8 +25,6 @@ LIMIT = 420
 """Seconds any launched process may take before the test kills it and fails (a safety net on a loaded machine,
 not a measure of speed; a healthy launch takes seconds)."""
 
-_CACHE = os.path.join(tempfile.gettempdir(), f'snjax-test-jax-cache-{getattr(os, "getuid", lambda: "user")()}')
-
 
 def free_port() -> int:
   """A TCP port on 127.0.0.1 that nothing listens on now (the coordinator binds it a moment later)."""
@@ -35,16 +33,20 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+def device_flags(devices: int) -> str:
+  """The session's ``XLA_FLAGS`` (tests/conftest.py) with ``devices`` simulated CPU devices."""
+  return ' '.join(
+    f for f in (os.environ.get('XLA_FLAGS', ''), f'--xla_force_host_platform_device_count={devices}') if f
+  )
+
+
 def env(devices: int, **extra: str) -> dict[str, str]:
   """The environment of a launched JAX process with ``devices`` CPU devices."""
   out = dict(os.environ)
   out.update(
     PYTHONPATH=REPO + os.pathsep + out.get('PYTHONPATH', ''),
-    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+    XLA_FLAGS=device_flags(devices),
     JAX_PLATFORMS='cpu',
-    JAX_COMPILATION_CACHE_DIR=_CACHE,
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
     PYTHONUNBUFFERED='1',
   )
   out.update(extra)

@@ -205,7 +205,7 @@ def test_eight_simulated_devices(tmp_path, tiny_flags):
   out = str(tmp_path / 'eight')
   env = dict(
     os.environ,
-    XLA_FLAGS='--xla_force_host_platform_device_count=8',
+    XLA_FLAGS=_processes.device_flags(8),
     PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
   )
   subprocess.run(

@@ -21,7 +21,7 @@ from snjax.gan._sharding import constrain_replicated, constrain_to_batch
 _SCRIPT = textwrap.dedent(
   """
     import json, os
-    os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
+    os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
     import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, optax
     import snjax
 
