@@ -1,9 +1,6 @@
 """The package surface (snjax/__init__.py): what `import snjax` loads, what it exports, names that moved."""
 
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 from packaging.requirements import Requirement
@@ -11,6 +8,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 import snjax
+from tests import _fresh_imports
 
 try:
   import tomllib
@@ -20,17 +18,8 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _env():
-  return {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in [str(ROOT), os.environ.get('PYTHONPATH', '')] if p)}
-
-
 def test_import_snjax_imports_no_application_module_and_no_orbax():
-  code = (
-    'import sys, snjax, snjax.gan, snjax.lipschitz; '
-    'print(sorted(m for m in sys.modules if m.startswith(("snjax.app", "orbax"))))'
-  )
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, env=_env())
-  assert out.stdout.strip() == '[]', out.stdout
+  assert _fresh_imports.with_orbax()['core'] == []  # a fresh process: tests/_fresh_imports.py
 
 
 def test_public_names_are_exported_and_documented():

@@ -1,25 +1,17 @@
 """The application sits on top of the library: the library never imports it, and it uses only public names."""
 
 import ast
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import snjax.app
+from tests import _fresh_imports
 
 APP = Path(snjax.app.__file__).parent
 REPO = APP.parent.parent
 
 
 def test_the_library_does_not_import_the_app():
-  code = (
-    'import sys, snjax, snjax.gan, snjax.gan.checkpoint, snjax.lipschitz, snjax.linen, snjax.nnx; '
-    'print(sorted(m for m in sys.modules if m.startswith("snjax.app")))'
-  )
-  env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  done = subprocess.run([sys.executable, '-c', code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
-  assert done.stdout.strip() == '[]'
+  assert _fresh_imports.with_orbax()['library'] == []  # a fresh process: tests/_fresh_imports.py
 
 
 def _private(dotted: str) -> bool:

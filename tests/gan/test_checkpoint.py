@@ -23,6 +23,7 @@ from snjax.gan.checkpoint import (
   UnreadableCheckpointError,
   UnreadableCheckpointWarning,
 )
+from tests import _fresh_imports
 from tests._checkpoints import damage
 
 # One training run, resumable: restores the latest checkpoint in `directory` (if any), trains to `n_steps`,
@@ -230,47 +231,22 @@ def test_empty_directory_restores_the_template_and_bad_options(tmp_path):
 
 
 def test_core_imports_without_orbax():
-  code = (
-    "import sys; sys.modules['orbax'] = None; sys.modules['orbax.checkpoint'] = None\n"
-    'import snjax; snjax.gan.gan_trainer; snjax.spectral_projection\n'
-    "assert not any(m.startswith('orbax') and sys.modules[m] is not None for m in sys.modules)\n"
-  )
-  env = _env()
-  proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-
-
-def _python(code):
-  return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=_env(), timeout=300)
+  """Without Orbax, snjax, snjax.gan and snjax.lipschitz import and work (a fresh process: tests/_fresh_imports.py)."""
+  assert _fresh_imports.without_orbax()['orbax_loaded'] == []
 
 
 def test_snjax_and_snjax_gan_do_not_import_orbax():
   """In a fresh process, with Orbax installed: neither import loads it (only snjax.gan.checkpoint does)."""
-  code = (
-    'import sys, snjax, snjax.gan\n'
-    "assert not [m for m in sys.modules if m.split('.')[0] == 'orbax'], 'orbax imported'\n"
-    'import snjax.gan.checkpoint\n'
-    "assert 'orbax.checkpoint' in sys.modules\n"
-  )
-  proc = _python(code)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  seen = _fresh_imports.with_orbax()
+  assert [m for m in seen['core'] if m.split('.')[0] == 'orbax'] == [], 'orbax imported'
+  assert seen['checkpoint_loads_orbax']
 
 
 def test_checkpoint_without_orbax_names_the_extra():
   """Without Orbax, importing snjax.gan.checkpoint says which extra to install, chained from the ImportError."""
-  code = (
-    "import sys; sys.modules['orbax'] = None; sys.modules['orbax.checkpoint'] = None\n"
-    'try:\n'
-    '  import snjax.gan.checkpoint\n'
-    'except ImportError as e:\n'
-    "  print('MESSAGE', e)\n"
-    "  print('CAUSE', type(e.__cause__).__name__)\n"
-  )
-  proc = _python(code)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  lines = proc.stdout.splitlines()
-  assert "MESSAGE snjax.gan.checkpoint needs orbax-checkpoint: pip install 'snjax[train]'" in lines
-  assert 'CAUSE ModuleNotFoundError' in lines
+  seen = _fresh_imports.without_orbax()
+  assert seen['error'] == "snjax.gan.checkpoint needs orbax-checkpoint: pip install 'snjax[train]'"
+  assert seen['cause'] == 'ModuleNotFoundError'
 
 
 def test_nonfinite_step_then_save_keeps_the_last_good_checkpoint(run_ns, tmp_path):
