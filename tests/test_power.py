@@ -298,3 +298,16 @@ def test_grouped_kernels_converge_to_the_svd_norms():
     m = m.reshape((-1,) + m.shape[-2:])
     # 300 steps on random matrices converge far below 1e-4; float32 rounding is below it too.
     np.testing.assert_allclose(np.asarray(sigmas[i]).reshape(-1), [_svd_norm(mi) for mi in m], rtol=1e-4)
+
+
+def test_stacks_of_large_kernels_match_one_at_a_time():
+  # Kernels above power._CUT_LIMIT elements: the backward pass cuts the stack by slices instead of masked sums.
+  rng = np.random.default_rng(3)
+  kernels = [jnp.asarray(rng.standard_normal((130, 130)), jnp.float32) for _ in range(3)]
+  assert kernels[0].size > power._CUT_LIMIT
+  ops = tuple(power.make_operator('w', k, _layout(k), None) for k in kernels)
+  us = [_random_u(jax.random.key(i), op.u_shape) for i, op in enumerate(ops)]
+  grads = jax.jit(jax.grad(lambda ks: sum(_run_sigmas(ks, us, ops, 1)[0])))(kernels)
+  for k, u, op, g in zip(kernels, us, ops, grads, strict=True):
+    g1 = jax.grad(lambda kk, u=u, op=op: _run_sigmas([kk], [u], (op,), 1)[0][0])(k)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g1), atol=TWO_PROGRAMS * float(jnp.max(jnp.abs(g1))))
