@@ -4,7 +4,10 @@
   https://arxiv.org/abs/1802.05957) for 32x32x3 inputs: conv3x3 64 s1,
   conv4x4 64 s2, conv3x3 128 s1, conv4x4 128 s2, conv3x3 256 s1,
   conv4x4 256 s2, conv3x3 512 s1, dense -> 1; leaky_relu 0.1.
-* MLP: the WGAN toy critic 2 - 512 - 512 - 512 - 1 (ReLU).
+* MLP: the WGAN toy critic 2 - 512 - 512 - 512 - 1 (ReLU), or any depth and width.
+* ResNet (Flax linen only): a ResNet-style critic of 21 3x3 convs (three
+  stages of three residual blocks, 32 / 64 / 128 channels) and a dense layer,
+  for a deep conv critic with many same-shaped kernels.
 
 Every builder returns a :class:`Runner`: one critic train step (forward on
 the real and the fake batch concatenated, hinge loss, backward, Adam update),
@@ -25,12 +28,14 @@ import numpy as np
 import optax
 
 CNN_LAYERS = ((64, 3, 1), (64, 4, 2), (128, 3, 1), (128, 4, 2), (256, 3, 1), (256, 4, 2), (512, 3, 1))
+RESNET_STAGES = ((32, 3), (64, 3), (128, 3))
+"""The ResNet-style critic: (channels, residual blocks of two 3x3 convs) per stage; 21 convs and a dense."""
 LEARNING_RATE, BETA1, BETA2 = 2e-4, 0.0, 0.9  # SN-GAN's Adam settings
 
 
 @dataclasses.dataclass
 class Spec:
-  """What to build: ``critic`` is ``'cnn'`` or ``'mlp'``; ``batch`` is per side (real, fake)."""
+  """What to build: ``critic`` is ``'cnn'``, ``'resnet'`` or ``'mlp'``; ``batch`` is per side (real, fake)."""
 
   critic: str
   batch: int
@@ -50,12 +55,18 @@ class Runner:
     times: for JAX variants, ``{'lower': s, 'compile': s, 'lower_cpu': s,
       'compile_cpu': s}``: tracing + lowering to StableHLO and XLA's compile,
       in wall time and in CPU time of this process.
+    hlo: for JAX variants, the optimized HLO text of the executable
+      (``benchmarks._hlo.counts`` reads it).
+    lower: for JAX variants, traces and lowers the step anew (a fresh
+      ``jax.jit``, so nothing is cached): ``lower().compile()`` times XLA again.
   """
 
   step: Callable[[], Any]
   compile_s: float | None = None
   memory: Any = None
   times: dict | None = None
+  hlo: str | None = None
+  lower: Callable[[], Any] | None = None
 
 
 def hinge_loss(d_real, d_fake):
@@ -66,7 +77,7 @@ def hinge_loss(d_real, d_fake):
 def batches(spec: Spec, channels_first: bool = False):
   """Fixed real and fake batches as numpy arrays (a generator's output stands in as noise)."""
   rng = np.random.default_rng(0)
-  if spec.critic == 'cnn':
+  if spec.critic in ('cnn', 'resnet'):
     shape = (spec.batch, 3, 32, 32) if channels_first else (spec.batch, 32, 32, 3)
   else:
     shape = (spec.batch, 2)
@@ -91,8 +102,12 @@ def _jax_runner(loss_fn, params, aux, spec: Spec, channels_first: bool = False) 
     return (optax.apply_updates(params, updates), opt_state, aux), loss
 
   box = {'carry': jax.block_until_ready((params, opt.init(params), aux))}
+
+  def lower():
+    return jax.jit(train_step, donate_argnums=0).lower(box['carry'], real, fake)
+
   t0, c0 = time.perf_counter(), time.process_time()
-  lowered = jax.jit(train_step, donate_argnums=0).lower(box['carry'], real, fake)
+  lowered = lower()
   t1, c1 = time.perf_counter(), time.process_time()
   compiled = lowered.compile()
   t2, c2 = time.perf_counter(), time.process_time()
@@ -103,7 +118,7 @@ def _jax_runner(loss_fn, params, aux, spec: Spec, channels_first: bool = False) 
     box['carry'], loss = compiled(box['carry'], real, fake)
     jax.block_until_ready((box['carry'], loss))
 
-  return Runner(step, compile_s, compiled.memory_analysis(), times)
+  return Runner(step, compile_s, compiled.memory_analysis(), times, compiled.as_text(), lower)
 
 
 # ----------------------------------------------------------------------------- Flax (linen)
@@ -138,11 +153,25 @@ def _flax_modules(wrap: str):
         x = nn.relu(call(nn.Dense(self.width), x, train))
       return call(nn.Dense(1), x, train)
 
-  return CNN, MLP
+  class ResNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+      x = call(nn.Conv(RESNET_STAGES[0][0], (3, 3)), x, train)
+      for i, (features, blocks) in enumerate(RESNET_STAGES):
+        if i:  # a strided 3x3 conv between stages
+          x = call(nn.Conv(features, (3, 3), (2, 2)), nn.relu(x), train)
+        for _ in range(blocks):
+          h = call(nn.Conv(features, (3, 3)), nn.relu(x), train)
+          x = x + call(nn.Conv(features, (3, 3)), nn.relu(h), train)
+      return call(nn.Dense(1), jnp.mean(nn.relu(x), axis=(1, 2)), train)
+
+  return CNN, MLP, ResNet
 
 
 def _flax_model(spec: Spec, wrap: str):
-  cnn, mlp = _flax_modules(wrap)
+  cnn, mlp, resnet = _flax_modules(wrap)
+  if spec.critic == 'resnet':
+    return resnet()
   return cnn() if spec.critic == 'cnn' else mlp(spec.width, spec.depth)
 
 
@@ -193,6 +222,85 @@ def flax_spectral_norm(spec: Spec) -> Runner:
 def snjax_module(spec: Spec) -> Runner:
   """snjax.linen.SpectralNorm (the Flax module wrapper) around every Conv and Dense."""
   return _flax_wrapped(spec, 'snjax')
+
+
+# ----------------------------------------------------------------------------- Flax NNX
+
+
+def _nnx_mlp(spec: Spec, wrap: str):
+  """The MLP critic in NNX, its layers wrapped by ``wrap`` (``'none'``, ``'flax'``, ``'snjax'``)."""
+  from flax import nnx
+
+  rngs = nnx.Rngs(0)
+
+  def layer(n_in, n_out):
+    dense = nnx.Linear(n_in, n_out, rngs=rngs)
+    if wrap == 'flax':
+      return nnx.SpectralNorm(dense, rngs=rngs)
+    if wrap == 'snjax':
+      from snjax.nnx import SpectralNorm
+
+      return SpectralNorm(dense, rngs=rngs)
+    return dense
+
+  class MLP(nnx.Module):
+    def __init__(self):
+      dims = [2] + [spec.width] * spec.depth + [1]
+      self.layers = nnx.List([layer(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)])
+
+    def __call__(self, x):
+      for i, lay in enumerate(self.layers):
+        x = lay(x)
+        if i < len(self.layers) - 1:
+          x = jax.nn.relu(x)
+      return x
+
+  return MLP()
+
+
+def _nnx_runner(model, spec: Spec, sn_apply: bool = False) -> Runner:
+  """A jitted train step on the ``nnx.split`` params of ``model`` (merged inside the step, NNX's functional API).
+
+  The other state (the wrappers' u and sigma) is carried as the step's aux;
+  with ``sn_apply`` the params go through :func:`snjax.sn_apply` first.
+  """
+  from flax import nnx
+
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  if not sn_apply:
+
+    def loss_fn(p, aux, x):
+      m = nnx.merge(graphdef, p, aux, copy=True)
+      return m(x), nnx.state(m, nnx.Not(nnx.Param))
+
+    return _jax_runner(loss_fn, params, rest, spec)
+  import snjax
+
+  def sn_loss_fn(p, sn_state, x):
+    p_sn, sn_state = snjax.sn_apply(p, sn_state)
+    return nnx.merge(graphdef, p_sn, rest)(x), sn_state
+
+  return _jax_runner(sn_loss_fn, params, snjax.sn_init(jax.random.key(1), params), spec)
+
+
+def nnx_plain(spec: Spec) -> Runner:
+  """flax.nnx critic without spectral norm (the baseline of every NNX variant)."""
+  return _nnx_runner(_nnx_mlp(spec, 'none'), spec)
+
+
+def nnx_flax_spectral_norm(spec: Spec) -> Runner:
+  """flax.nnx.SpectralNorm around every Linear."""
+  return _nnx_runner(_nnx_mlp(spec, 'flax'), spec)
+
+
+def nnx_snjax_module(spec: Spec) -> Runner:
+  """snjax.nnx.SpectralNorm around every Linear."""
+  return _nnx_runner(_nnx_mlp(spec, 'snjax'), spec)
+
+
+def nnx_sn_apply(spec: Spec) -> Runner:
+  """snjax.sn_apply on the ``nnx.split`` params of the plain NNX critic."""
+  return _nnx_runner(_nnx_mlp(spec, 'none'), spec, sn_apply=True)
 
 
 # ----------------------------------------------------------------------------- Haiku

@@ -9,7 +9,10 @@ whether the *fast path* applies: for a layer that is linear in its kernel
   layer(x; s W, b) = s * layer(x; W, b / s),    s = target_norm / sigma(W),
 
 so the layer can run on the raw kernel and have its output scaled, instead of
-materializing ``W / sigma`` (one pass over W fewer; sigma is a scalar).
+materializing ``W / sigma`` (one pass over W fewer; sigma is a scalar). It
+pays when the layer's output is smaller than its kernel (a wide layer on a
+small batch); otherwise scaling the output, forward and backward, costs more
+than scaling the kernel, and by default the kernel is scaled.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from snjax import _leaf
 from snjax._layout import KernelLayout, LayoutOption, ResolvedLayout, resolve_layout
@@ -182,6 +186,27 @@ def fast_path_applies(
   return not layouts[0].batch_axes
 
 
+def output_is_smaller(input_shape: tuple[int, ...] | None, kernel: Any, leaf: _leaf.Leaf) -> bool:
+  """Whether the layer's output has fewer elements than ``kernel`` (the fast path then moves less data).
+
+  The output's size is estimated from the input's: its rows (all axes but the
+  last) times the kernel's fan-out for a matrix, the input's examples times
+  the output shape for a convolution. Unknown input: ``True``.
+  """
+  if input_shape is None:
+    return True
+  op = leaf.operator
+  if isinstance(op, ConvOperator):
+    n_out = _prod(input_shape) // max(_prod(op.u_shape), 1) * _prod(op.out_shape)
+  else:
+    n_out = _prod(input_shape[:-1]) * _prod(op.out_shape)
+  return n_out < _prod(kernel.shape)
+
+
+def _prod(shape) -> int:
+  return int(np.prod(shape, dtype=np.int64))
+
+
 def stored_u_shape(leaf: _leaf.Leaf) -> tuple[int, ...]:
   """The shape a wrapper stores u in: flax's ``batch + (1, fan_out)`` for a matrix, the input shape for a conv."""
   if isinstance(leaf.operator, ConvOperator):
@@ -200,6 +225,7 @@ def normalize_layer(
   dtype: Any,
   fast_path: bool | None,
   layer_name: str,
+  input_shape: tuple[int, ...] | None = None,
 ) -> tuple[dict[tuple, Any], Any]:
   """The params a wrapped layer runs on, and the output scale of the fast path (or ``None``).
 
@@ -216,8 +242,10 @@ def normalize_layer(
     sigma_of: ``(keys, kernel, leaf) -> sigma`` (differentiable in training).
     target_norm: the spectral norm of each normalized kernel.
     dtype: if set, the kernels the layer sees are cast to it.
-    fast_path: ``None`` (when exact), ``False`` (never), ``True`` (required).
+    fast_path: ``None`` (when exact and the layer's output is smaller than its
+      kernel, :func:`output_is_smaller`), ``False`` (never), ``True`` (required).
     layer_name: for messages.
+    input_shape: the shape of the layer's input, for ``fast_path=None``.
 
   Returns:
     ``(new_values, scale)``: the params the layer runs on, and the factor to
@@ -234,6 +262,9 @@ def normalize_layer(
       '(it needs a plain Dense/DenseGeneral/Conv/ConvTranspose/ConvLocal/Einsum with one kernel and no '
       'batch axes); pass fast_path=None.'
     )
+  if fast and fast_path is None:
+    ((keys, leaf),) = leaves.items()
+    fast = output_is_smaller(input_shape, values[keys], leaf)
   new, scale = dict(values), None
   for keys, leaf in leaves.items():
     kernel = values[keys]

@@ -70,7 +70,8 @@ class SpectralNorm(nn.Module):
     parameter), and the state starts warmed up (``n_warmup_iterations`` power
     steps), so the first sigma is already accurate (flax's starts at 1).
   * Fast path: a ``Dense``, ``DenseGeneral``, ``Conv``, ``ConvTranspose``,
-    ``ConvLocal`` or ``Einsum`` runs on the raw kernel and its output is
+    ``ConvLocal`` or ``Einsum`` whose output is smaller than its kernel (a
+    wide layer on a small batch) runs on the raw kernel and its output is
     scaled, ``layer(x; W/sigma, b) = layer(x; W, b*sigma) / sigma``: no
     ``W / sigma`` is materialized. Other layers materialize ``W / sigma``.
   * ``DenseGeneral``'s ``features`` axes are all output axes and an
@@ -101,8 +102,9 @@ class SpectralNorm(nn.Module):
     layout: ``None`` (the layer's natural layout, ``snjax._wrapping.auto_layout``)
       or a layout option of :func:`snjax.sn_apply` (paths relative to the layer,
       e.g. ``'kernel'``).
-    fast_path: ``None`` (use it when exact), ``False`` (always materialize
-      ``W / sigma``), ``True`` (require it: error if it does not apply).
+    fast_path: ``None`` (use it when exact and the layer's output is smaller
+      than its kernel), ``False`` (always materialize ``W / sigma``), ``True``
+      (require it: error if it does not apply).
     n_warmup_iterations: power steps when the state is created (>= 0).
     eps: deprecated alias of ``epsilon``.
     n_warmup_steps: deprecated name of ``n_warmup_iterations``.
@@ -178,7 +180,10 @@ class SpectralNorm(nn.Module):
     def normalize(variables):
       scratch['raw'] = variables
       params = variables.get('params', {})
-      out, scratch['scale'] = self._normalize_params(params, update_stats, einsum_str, conv_spec, options)
+      x = args[0] if args else kwargs.get('inputs')
+      out, scratch['scale'] = self._normalize_params(
+        params, update_stats, einsum_str, conv_spec, options, getattr(x, 'shape', None)
+      )
       return {**variables, 'params': out}
 
     def restore(variables):
@@ -213,7 +218,7 @@ class SpectralNorm(nn.Module):
       feature_group_count=layer.feature_group_count,
     )
 
-  def _normalize_params(self, params, update_stats: bool, einsum_str, conv_spec, options: SNOptions):
+  def _normalize_params(self, params, update_stats: bool, einsum_str, conv_spec, options: SNOptions, input_shape):
     """The params the layer sees, and the output scale of the fast path (or None)."""
     name = self.layer_instance.name
     flat, treedef = _flatten_boxed(params)
@@ -245,6 +250,7 @@ class SpectralNorm(nn.Module):
       dtype=self.dtype,
       fast_path=self.fast_path,
       layer_name=name,
+      input_shape=input_shape,
     )
     leaves_out = [_rebox(leaf, new[k]) for k, leaf in flat]
     return jax.tree_util.tree_unflatten(treedef, leaves_out), scale

@@ -85,8 +85,9 @@ class SpectralNorm(nnx.Module):
     target_norm: the spectral norm c of each normalized weight.
     layout: ``None`` (the layer's natural layout, ``snjax._wrapping.auto_layout``)
       or a layout option of :func:`snjax.sn_apply`.
-    fast_path: ``None`` (output scaling when exact), ``False`` (always
-      materialize ``W / sigma``), ``True`` (require it).
+    fast_path: ``None`` (output scaling when exact and the layer's output is
+      smaller than its kernel), ``False`` (always materialize ``W / sigma``),
+      ``True`` (require it).
     n_warmup_iterations: power steps at construction (>= 0).
     eps: deprecated alias of ``epsilon``.
     n_warmup_steps: deprecated name of ``n_warmup_iterations``.
@@ -216,6 +217,7 @@ class SpectralNorm(nnx.Module):
       dtype=self.dtype,
       fast_path=self.fast_path,
       layer_name=type(self.layer_instance).__name__,
+      input_shape=getattr(args[0] if args else kwargs.get('inputs'), 'shape', None),
     )
     changed = {keys: new[tuple(str(k) for k in keys)] for keys, _ in flat}
     return wrapping.scale_output(self._run_with(changed, *args, **kwargs), scale)

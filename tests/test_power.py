@@ -1,5 +1,7 @@
 """snjax.power: power iteration on one kernel, against float64 SVD references."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,9 @@ from hypothesis import strategies as st
 
 from snjax import _leaf
 from snjax import _power as power
-from snjax._layout import KernelLayout, resolve_layout
+from snjax._layout import KernelLayout, kernel_matrix, resolve_layout
+from snjax._options import SNOptions
+from tests._tolerances import EPS32, TWO_PROGRAMS
 
 
 def _svd_norm(m):
@@ -194,3 +198,116 @@ def test_fori_loop_and_unrolled_iterations_agree():
   for _ in range(6):
     x = power.power_iteration(m, x, lay, n_power_iterations=1).u  # one step at a time
   np.testing.assert_allclose(np.asarray(res_loop.u), np.asarray(x), rtol=1e-5, atol=1e-6)
+
+
+# Grouped kernels: run() stacks the matrices of one shape and layout into one batched operator. Mixed here: three
+# f32 and two bf16 kernels of one shape (one of them zero, one with a non-finite u), another shape, a conv kernel and
+# a kernel with a batch axis (both alone or in their own stacks).
+_GROUP_SHAPES = [
+  ((6, 5), jnp.float32),
+  ((6, 5), jnp.bfloat16),
+  ((6, 5), jnp.float32),
+  ((6, 5), jnp.float32),  # zero
+  ((6, 5), jnp.bfloat16),  # NaN u
+  ((7, 4), jnp.float32),
+  ((3, 3, 2, 5), jnp.float32),
+  ((3, 3, 2, 5), jnp.float32),
+  ((2, 4, 3), jnp.float32),  # one matrix per index of axis 0
+]
+_ZERO, _NAN_U = 3, 4
+
+
+def _group_case():
+  rng = np.random.default_rng(7)
+  kernels, us, ops = [], [], []
+  for i, (shape, dtype) in enumerate(_GROUP_SHAPES):
+    w = np.zeros(shape) if i == _ZERO else rng.standard_normal(shape)
+    k = jnp.asarray(w, dtype)
+    lay = _layout(k, KernelLayout((-1,), (0,)) if len(shape) == 3 else None)
+    op = power.make_operator('w', k, lay, None)
+    u = _random_u(jax.random.key(i), op.u_shape)
+    if i == _NAN_U:
+      u = u.at[0].set(jnp.nan)
+    kernels.append(k)
+    us.append(u)
+    ops.append(op)
+  return kernels, us, tuple(ops)
+
+
+@functools.partial(jax.jit, static_argnames=('ops', 'n'))
+def _run_sigmas(kernels, us, ops, n):
+  results, _ = power.run(ops, kernels, us, SNOptions(n_power_iterations=n))
+  return [r.sigma for r in results], [r.u for r in results]
+
+
+def _one_step_float64(kernel, u, op):
+  """One power step in float64 on the explicit matrices: (sigma, u', d sigma / d M = v u'^T) per stacked matrix."""
+  m = np.asarray(kernel_matrix(jnp.asarray(kernel, jnp.float32), op.layout), np.float64)
+  m = m.reshape((-1,) + m.shape[-2:])
+  uu = np.asarray(u, np.float64).reshape(m.shape[0], -1)
+  out = []
+  for mi, ui in zip(m, uu, strict=True):
+    if not np.all(np.isfinite(ui)):
+      ui = np.asarray(power.fallback_u(ui.shape), np.float64)
+    v = mi @ ui
+    v /= np.linalg.norm(v)
+    w = mi.T @ v
+    out.append((np.linalg.norm(w), w / np.linalg.norm(w), np.outer(v, w / np.linalg.norm(w))))
+  return out
+
+
+def test_grouped_kernels_match_one_at_a_time_and_float64():
+  kernels, us, ops = _group_case()
+  # Four units: a stack of the five (6, 5), the (7, 4) alone, a stack of the two conv kernels, the batched kernel.
+  assert [len(u.members) for u in power._units(ops, range(len(ops)))] == [5, 1, 2, 1]
+  sigmas, u_next = _run_sigmas(kernels, us, ops, 1)
+  grads = jax.jit(jax.grad(lambda ks: sum(jnp.sum(s) for s in _run_sigmas(ks, us, ops, 1)[0])))(kernels)
+  for i, (k, u, op) in enumerate(zip(kernels, us, ops, strict=True)):
+    s1, u1 = _run_sigmas([k], [u], (op,), 1)
+    g1 = jax.grad(lambda kk, u=u, op=op: jnp.sum(_run_sigmas([kk], [u], (op,), 1)[0][0]))(k)
+    # The same float32 maths in two programs (one batched mat-vec or one alone): two summation orders.
+    np.testing.assert_allclose(np.asarray(sigmas[i]), np.asarray(s1[0]), rtol=TWO_PROGRAMS)
+    np.testing.assert_allclose(np.asarray(u_next[i]), np.asarray(u1[0]), rtol=TWO_PROGRAMS, atol=TWO_PROGRAMS)
+    scale = max(float(jnp.max(jnp.abs(g1.astype(jnp.float32)))), 1.0)
+    # bf16 gradients round once to bf16 (relative 2^-8) after the float32 maths.
+    g_tol = TWO_PROGRAMS if k.dtype == jnp.float32 else 2.0**-8
+    np.testing.assert_allclose(np.asarray(grads[i], np.float32), np.asarray(g1, np.float32), atol=g_tol * scale)
+    if i == _ZERO:
+      assert float(sigmas[i]) == pytest.approx(1e-12)
+      np.testing.assert_array_equal(np.asarray(u_next[i]), np.asarray(u))
+      np.testing.assert_array_equal(np.asarray(grads[i], np.float32), 0.0)
+      continue
+    # Against float64: two mat-vecs of at most n terms and two norms, each within gamma_n ~ n eps (Higham 3.1).
+    n = max(int(np.prod(k.shape)) // op.u_shape[-1] if not op.batch_shape else k.shape[1], op.u_shape[-1])
+    tol = 4 * n * EPS32
+    ref = _one_step_float64(k, u, op)
+    np.testing.assert_allclose(np.asarray(sigmas[i]).reshape(-1), [r[0] for r in ref], rtol=tol)
+    np.testing.assert_allclose(np.asarray(u_next[i]).reshape(len(ref), -1), [r[1] for r in ref], atol=tol)
+    # d sigma / dW = v u'^T per matrix, read back through the layout.
+    g = np.asarray(kernel_matrix(jnp.asarray(grads[i], jnp.float32), op.layout)).reshape(len(ref), *ref[0][2].shape)
+    np.testing.assert_allclose(g, [r[2] for r in ref], atol=tol if k.dtype == jnp.float32 else 2.0**-8)
+
+
+def test_grouped_kernels_converge_to_the_svd_norms():
+  kernels, us, ops = _group_case()
+  sigmas, _ = _run_sigmas(kernels, us, ops, 300)
+  for i, k in enumerate(kernels):
+    if i == _ZERO:
+      continue
+    m = np.asarray(kernel_matrix(jnp.asarray(k, jnp.float32), ops[i].layout), np.float64)
+    m = m.reshape((-1,) + m.shape[-2:])
+    # 300 steps on random matrices converge far below 1e-4; float32 rounding is below it too.
+    np.testing.assert_allclose(np.asarray(sigmas[i]).reshape(-1), [_svd_norm(mi) for mi in m], rtol=1e-4)
+
+
+def test_stacks_of_large_kernels_match_one_at_a_time():
+  # Kernels above power._CUT_LIMIT elements: the backward pass cuts the stack by slices instead of masked sums.
+  rng = np.random.default_rng(3)
+  kernels = [jnp.asarray(rng.standard_normal((130, 130)), jnp.float32) for _ in range(3)]
+  assert kernels[0].size > power._CUT_LIMIT
+  ops = tuple(power.make_operator('w', k, _layout(k), None) for k in kernels)
+  us = [_random_u(jax.random.key(i), op.u_shape) for i, op in enumerate(ops)]
+  grads = jax.jit(jax.grad(lambda ks: sum(_run_sigmas(ks, us, ops, 1)[0])))(kernels)
+  for k, u, op, g in zip(kernels, us, ops, grads, strict=True):
+    g1 = jax.grad(lambda kk, u=u, op=op: _run_sigmas([kk], [u], (op,), 1)[0][0])(k)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g1), atol=TWO_PROGRAMS * float(jnp.max(jnp.abs(g1))))
