@@ -203,11 +203,7 @@ def test_digits_run(tmp_path, tiny):
 def test_eight_simulated_devices(tmp_path, tiny_flags):
   """Data-parallel over 8 CPU devices (the flag must be set before jax is imported: a subprocess)."""
   out = str(tmp_path / 'eight')
-  env = dict(
-    os.environ,
-    XLA_FLAGS=_processes.device_flags(8),
-    PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
-  )
+  env = _processes.env(8)
   subprocess.run(
     [sys.executable, '-m', 'snjax', 'train', '--out', out, *tiny_flags, '--steps', '5', '--quiet'],
     env=env,

@@ -1,12 +1,11 @@
 """Tests of snjax.gan._sharding: the GAN step on 8 CPU devices matches one device; u is replicated; the helpers.
 
-The 8-device part runs in a subprocess, since
-``XLA_FLAGS=--xla_force_host_platform_device_count=8`` must be set before jax
-is imported.
+The 8-device part runs in a subprocess (``tests._processes.env(8)``), since
+``--xla_force_host_platform_device_count=8`` must be in ``XLA_FLAGS`` before
+jax is imported.
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,11 +16,11 @@ import pytest
 
 import snjax
 from snjax.gan._sharding import constrain_replicated, constrain_to_batch
+from tests import _processes
 
 _SCRIPT = textwrap.dedent(
   """
     import json, os
-    os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
     import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, optax
     import snjax
 
@@ -97,11 +96,9 @@ _SCRIPT = textwrap.dedent(
 
 
 def _run_on_eight_devices():
-  env = dict(os.environ)
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env['PYTHONPATH'] = root + os.pathsep + env.get('PYTHONPATH', '')
-  env['JAX_PLATFORMS'] = 'cpu'
-  proc = subprocess.run([sys.executable, '-c', _SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+  proc = subprocess.run(
+    [sys.executable, '-c', _SCRIPT], capture_output=True, text=True, env=_processes.env(8), timeout=600
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   line = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULT')][-1]
   return json.loads(line[len('RESULT') :])
