@@ -8,27 +8,34 @@ import subprocess
 import sys
 import tempfile
 
-# Compiling, not running, is most of the suite's time: its arrays are small, its programs many. Two settings cut
+# Compiling, not running, is most of the suite's time: its arrays are small, its programs many. Three settings cut
 # XLA:CPU's compile time three- to sixfold (measured on random draws, inits and sn_apply; the suite's time by half)
-# without changing what is compiled: jax_disable_most_optimizations (LLVM at -O0, no expensive LLVM passes) and
-# XLA:CPU's elemental emitters for fusions instead of its newer fusion emitters (--xla_cpu_use_fusion_emitters=false).
-# Every HLO pass that decides fusions, layouts and copies still runs, so the tests that read compiled HLO see what
-# users get. They are set in the environment before any backend starts, so that the pytest-xdist workers and every
+# without changing what is compiled: jax_disable_most_optimizations (LLVM at -O0, no expensive LLVM passes),
+# XLA:CPU's elemental emitters for fusions instead of its newer fusion emitters (--xla_cpu_use_fusion_emitters=false),
+# and LLVM code generation in one piece instead of split over a thread pool, whose start costs more than it saves on
+# programs this small and on 2 cores (--xla_cpu_parallel_codegen_split_count=1: a fifth off the compile time). Every
+# HLO pass that decides fusions, layouts and copies still runs, so the tests that read compiled HLO see what users
+# get. They are set in the environment before any backend starts, so that the pytest-xdist workers and every
 # process a test launches (CLI runs, 8-device scenarios, notebook kernels) compile the same way. An XLA flag that
-# this jaxlib does not know would abort every process, so the flag is tried in a subprocess first (once, by the
+# this jaxlib does not know would abort every process, so the flags are tried in a subprocess first (once, by the
 # controller; the workers inherit the result). SNJAX_TEST_OPTIMIZE=1 runs the suite with XLA's defaults instead.
-_FAST_XLA_FLAG = '--xla_cpu_use_fusion_emitters=false'
+_FAST_XLA_FLAGS = ('--xla_cpu_use_fusion_emitters=false', '--xla_cpu_parallel_codegen_split_count=1')
 _CHEAP = os.environ.get('SNJAX_TEST_OPTIMIZE') != '1'
+
+
+def _known(flags: list[str]) -> bool:
+  """Whether a process starts a JAX backend with ``flags`` added to ``XLA_FLAGS``."""
+  env = {**os.environ, 'XLA_FLAGS': ' '.join(f for f in (os.environ.get('XLA_FLAGS', ''), *flags) if f)}
+  probe = subprocess.run([sys.executable, '-c', 'import jax; jax.devices()'], env=env, capture_output=True)
+  return probe.returncode == 0
+
+
 if _CHEAP:
   os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
   if 'SNJAX_TEST_XLA_FLAGS_CHECKED' not in os.environ:
     os.environ['SNJAX_TEST_XLA_FLAGS_CHECKED'] = '1'
-    flags = ' '.join(f for f in (os.environ.get('XLA_FLAGS', ''), _FAST_XLA_FLAG) if f)
-    probe = subprocess.run(
-      [sys.executable, '-c', 'import jax; jax.devices()'], env={**os.environ, 'XLA_FLAGS': flags}, capture_output=True
-    )
-    if probe.returncode == 0:
-      os.environ['XLA_FLAGS'] = flags
+    known = list(_FAST_XLA_FLAGS) if _known(list(_FAST_XLA_FLAGS)) else [f for f in _FAST_XLA_FLAGS if _known([f])]
+    os.environ['XLA_FLAGS'] = ' '.join(f for f in (os.environ.get('XLA_FLAGS', ''), *known) if f)
 
 import jax  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
@@ -63,7 +70,11 @@ settings.load_profile('snjax')
 # process a test launches share it (the environment reaches them), so a program that several tests or processes
 # compile (the same train step in a launched process and in its resumed run, the same jitted function in both
 # workers) compiles once. A fresh session starts from an empty cache: results never depend on an earlier run.
+# A launched process caches every program (its tiny ones too: a process that starts again compiles them again); the
+# test processes only those that take 0.1 s or more to compile (the many small programs of the unit tests, each
+# compiled once, would cost more to write than they could save).
 _CACHE_ENV = 'SNJAX_TEST_JAX_CACHE'
+_WORKER_MIN_COMPILE_SECONDS = 0.1
 
 
 def pytest_configure(config):
@@ -76,7 +87,7 @@ def pytest_configure(config):
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
   )
   jax.config.update('jax_compilation_cache_dir', os.environ[_CACHE_ENV])
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', _WORKER_MIN_COMPILE_SECONDS)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 

@@ -1,9 +1,13 @@
 """The notebooks in notebooks/ run top to bottom, open in Colab, use the public API and are stored clean.
 
-Each notebook is executed with nbclient in a fresh kernel of *this* interpreter (a kernel spec written to a
-temporary directory points at ``sys.executable``, so the kernel sees the same venv as the tests) with the
-repository root on ``PYTHONPATH`` and ``SNJAX_NOTEBOOK_SMALL=1``, the notebooks' small-size setting. Any cell that
-raises fails the test; the notebooks assert their own results (against SVDs and dense matrices) as they go.
+Each notebook is executed with nbclient in a kernel of *this* interpreter (a kernel spec written to a temporary
+directory points at ``sys.executable``, so the kernel sees the same venv as the tests) with the repository root on
+``PYTHONPATH`` and ``SNJAX_NOTEBOOK_SMALL=1``, the notebooks' small-size setting. The notebooks a pytest worker
+runs share one kernel, started once: before each notebook its namespace is emptied (``%reset -f``) and its figures
+closed, so a notebook sees none of another's names, as in a fresh kernel, while the modules they import (JAX,
+Flax, snjax) are loaded once. No notebook changes a module's settings (no ``jax.config`` update), so sharing the
+modules changes nothing a notebook computes. Any cell that raises fails the test; the notebooks assert their own
+results (against SVDs and dense matrices) as they go.
 """
 
 from __future__ import annotations
@@ -72,25 +76,46 @@ def kernel_spec_dir(tmp_path_factory) -> pathlib.Path:
   return root
 
 
+@pytest.fixture(scope='module')
+def kernel(kernel_spec_dir):
+  """A started kernel of the spec, shared by the notebooks this worker runs."""
+  ksm = KernelSpecManager(kernel_dirs=[str(kernel_spec_dir)])
+  km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
+  km.start_kernel(cwd=str(NOTEBOOK_DIR))
+  try:
+    yield km
+  finally:
+    km.shutdown_kernel(now=True)
+
+
+# Run in the kernel before each notebook: an empty namespace and no open figures, as in a fresh kernel.
+_RESET = """
+get_ipython().run_line_magic('reset', '-f')
+import matplotlib.pyplot
+matplotlib.pyplot.close('all')
+get_ipython().run_line_magic('reset', '-f')
+"""
+
+
 def test_required_notebooks_exist():
   missing = [name for name in REQUIRED if not (NOTEBOOK_DIR / f'{name}.ipynb').exists()]
   assert not missing, f'missing notebooks: {missing}'
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=_ids)
-def test_notebook_runs(path: pathlib.Path, kernel_spec_dir: pathlib.Path):
+def test_notebook_runs(path: pathlib.Path, kernel):
   nb = _read(path)
-  ksm = KernelSpecManager(kernel_dirs=[str(kernel_spec_dir)])
-  km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
-  client = NotebookClient(
-    nb,
-    km=km,
-    timeout=CELL_TIMEOUT_S,
-    allow_errors=False,
-    resources={'metadata': {'path': str(NOTEBOOK_DIR)}},
-  )
-  start = time.perf_counter()
-  client.execute()  # raises CellExecutionError, with the cell and traceback, on the first failing cell
+  client = NotebookClient(nb, km=kernel, timeout=CELL_TIMEOUT_S, allow_errors=False)
+  # The notebook's own client resets the kernel (clients of one kernel manager share an identity on the kernel's
+  # shell socket, so a second client would miss its replies).
+  client.start_new_kernel_client()
+  try:
+    reply = client.kc.execute_interactive(_RESET, timeout=CELL_TIMEOUT_S, store_history=False)
+    assert reply['content']['status'] == 'ok', reply['content']
+    start = time.perf_counter()
+    client.execute()  # raises CellExecutionError, with the cell and traceback, on the first failing cell
+  finally:
+    client.kc.stop_channels()
   elapsed = time.perf_counter() - start
   executed = [c for c in nb.cells if c.cell_type == 'code' and c.get('execution_count') is not None]
   assert len(executed) == len(_code_cells(nb)), 'not every code cell ran'

@@ -10,6 +10,7 @@ https://arxiv.org/abs/1412.6980) with the learning-rate schedule of
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -110,7 +111,13 @@ def init_state(
     The :class:`snjax.gan.GANTrainState`.
   """
   keys = run_keys(config.seed)
-  x0 = jnp.zeros((1, *data.sample_shape(dataset)), jnp.float32)
-  g_params = generator.init(keys.generator, jnp.zeros((1, config.latent_dim), jnp.float32))['params']
-  c_params = critic.init(keys.critic, x0)['params']
-  return trainer.init(keys.state, g_params, c_params)
+  shapes = ((1, config.latent_dim), (1, *data.sample_shape(dataset)))
+  return trainer.init(keys.state, *_init_params(generator, critic, shapes, keys.generator, keys.critic))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _init_params(generator: nn.Module, critic: nn.Module, shapes: tuple, generator_key, critic_key):
+  """Both models' initial params, in one compiled program (run eagerly, each op of each layer compiles alone);
+  compiled once per pair of models (modules compare by their fields) and input shapes."""
+  z0, x0 = (jnp.zeros(shape, jnp.float32) for shape in shapes)
+  return generator.init(generator_key, z0)['params'], critic.init(critic_key, x0)['params']

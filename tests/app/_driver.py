@@ -10,8 +10,10 @@ hooks that make a test independent of timing, without sleeping for a guessed whi
 * ``"park_at": k, "park": "wait"``: at the k-th boundary, writes ``parked<process>`` and waits for ``go``.
 * ``"hold_save": true``: the save after a preemption first writes ``saving<process>`` and waits for
   ``go_save`` (the test sends a second SIGTERM meanwhile), then saves.
+* ``"status": s``: the exit status the run must end with (default 0), e.g. 2 for a command line that must be
+  refused; the runs after it go on.
 
-Exits with the first non-zero status of a run, else 0.
+Exits with the status of the first run that ends otherwise than its ``status`` says, else 0.
 """
 
 import json
@@ -81,8 +83,8 @@ def main(spec_json: str) -> int:
   for run in spec['runs']:
     _hook(run, spec['flags'])
     status = cli.main(run['argv'])
-    if status:
-      return status
+    if status != run.get('status', 0):
+      return status or 1
   return 0
 
 

@@ -1,9 +1,9 @@
 """``snjax train`` on several real processes (JAX's multi-controller runtime on 127.0.0.1, gloo collectives).
 
-Each scenario is one launch of processes (``python -m snjax``, or ``python -m tests.app._driver``, which runs
-``snjax train`` command lines one after another and, for the preemption and failure scenarios, holds training at
-a chosen step boundary until the test has sent its signals: no test waits for a guessed time). Each test makes
-its own references (so that pytest-xdist may put the tests on any workers).
+The processes run ``python -m tests.app._driver``, which runs ``snjax train`` command lines one after another in
+one process (so that several runs pay for one start of Python and JAX) and, for the preemption and failure
+scenarios, holds training at a chosen step boundary until the test has sent its signals: no test waits for a
+guessed time. Each test makes its own references (so that pytest-xdist may put the tests on any workers).
 """
 
 import json
@@ -89,53 +89,31 @@ def _assert_states(a, b, **tolerance):
 CLOSE = dict(rtol=1e-5, atol=1e-6)
 
 
-def test_two_processes_train_like_one(tmp_path):
-  """The run on 2 processes x 4 devices (with progress shown) and on 1 process x 8 devices, launched together."""
-  two, one = str(tmp_path / 'two'), str(tmp_path / 'one')
-  port = _processes.free_port()
-  commands = [_processes.python('-m', 'snjax', *_train_argv(two, *_join(port, pid))) for pid in (0, 1)]
-  commands.append(_processes.python('-m', 'snjax', *_train_argv(one, '--quiet')))
-  environments = [_processes.env(4), _processes.env(4), _processes.env(8)]
-  with _processes.Launch(commands, environments, str(tmp_path)) as launch:
-    p0, p1, single = launch.finish()
-  assert p0.returncode == p1.returncode == single.returncode == 0, launch.report()
-  for folder in (two, one):
-    for f in ('config.json', 'history.json', 'samples.npy', 'samples.png', 'curves.png', 'metrics.json'):
-      assert os.path.getsize(os.path.join(folder, f)) > 0, (folder, f)
-    assert sorted(os.listdir(os.path.join(folder, 'checkpoints'))) == ['10', '20']
-  m2, m1 = _read(two, 'metrics.json'), _read(one, 'metrics.json')
-  assert (m2['devices'], m2['processes'], m1['devices'], m1['processes']) == (8, 2, 8, 1)
-  # Process 0 shows the progress and prints the summary; process 1 neither (gloo's own lines aside).
-  assert 'SN-GAN grid25' in p0.stderr and 'SN-GAN' not in p1.stderr
-  assert [line for line in _ours(p0.stdout) if line.startswith('snjax train:')] == [
-    f'snjax train: grid25, 20 steps, seed 0, 8 devices in 2 processes (cpu), '
-    f'{m2["train_seconds_this_session"]:.1f} s of training in this session'
-  ]
-  assert _ours(p1.stdout) == []
-  # The same run, up to the order of the sums across devices.
-  h2, h1 = _read(two, 'history.json'), _read(one, 'history.json')
-  assert [h['step'] for h in h2] == [h['step'] for h in h1] == [5, 10, 15, 20]
-  for a, b in zip(h2, h1, strict=True):
-    assert a.keys() == b.keys()
-    np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], **CLOSE)
-  _assert_states(_state(two, 20), _state(one, 20), **CLOSE)
-  np.testing.assert_allclose(
-    np.load(os.path.join(two, 'samples.npy')), np.load(os.path.join(one, 'samples.npy')), **CLOSE
-  )
+def test_two_processes_train_like_one_stop_on_sigterm_and_resume_bit_identical(tmp_path):
+  """Two launches of processes 0 and 1 (2 x 4 devices), and one process with 8 devices beside the first.
 
+  First launch: SIGTERM to both processes at step 15 (twice, the second during the save) -> both save step 15 and
+  exit 0 with a line that says how to continue. Beside it, the 8-device process refuses a batch its devices cannot
+  split (a one-line error, status 2), then makes the run on 1 process. Between the launches this process makes 10
+  steps on one device and checkpoints them. Second launch: the two processes resume the stopped run, continue the
+  1-process checkpoint, then make the uninterrupted 2-process run with its progress shown.
 
-def test_sigterm_saves_an_agreed_step_and_resume_is_bit_identical(tmp_path):
-  """SIGTERM to both processes (twice, the second during the save) -> both save step 15, exit 0 with a line that
-  says how to continue -> resumed on 2 processes, the run ends bit-identical to an uninterrupted one. The resuming
-  processes also continue a run checkpointed by 1 process, and make the uninterrupted run."""
-  stopped, moved, whole = tmp_path / 'stopped', tmp_path / 'moved', tmp_path / 'whole'
+  The 2-process run is the 1-process run up to the order of the sums across devices; the resumed run is the
+  uninterrupted one bit for bit; the 1-process checkpoint continued by 2 processes ends as they do, up to the order
+  of sums."""
+  stopped, moved, whole, one = (str(tmp_path / name) for name in ('stopped', 'moved', 'whole', 'one'))
   port = _processes.free_port()
   runs = [
     [{'argv': _train_argv(stopped, '--quiet', *_join(port, pid)), 'park_at': 3, 'park': 'preempt', 'hold_save': True}]
     for pid in (0, 1)
   ]
+  single_runs = [
+    {'argv': _train_argv(tmp_path / 'indivisible', '--batch-size', '12', '--quiet'), 'status': 2},
+    {'argv': _train_argv(one, '--quiet')},
+  ]
+  single, _ = _driver(tmp_path / 'single', [single_runs], devices=8)
   launch, flags = _driver(tmp_path / 'preempted', runs, devices=4)
-  with launch:
+  with single, launch:
     launch.wait_for(lambda: all(os.path.exists(os.path.join(flags, f'parked{i}')) for i in (0, 1)), 'step 15')
     launch.signal(0)
     launch.signal(1)
@@ -144,40 +122,68 @@ def test_sigterm_saves_an_agreed_step_and_resume_is_bit_identical(tmp_path):
     launch.signal(1)
     open(os.path.join(flags, 'go_save'), 'w').close()
     p0, p1 = launch.finish()
+    (alone,) = single.finish()
   assert p0.returncode == p1.returncode == 0, launch.report()
+  assert alone.returncode == 0, single.report()
+  assert re.search(r'snjax train: error: .*not divisible by the 8 devices', alone.stderr), alone.stderr[-3000:]
+  assert not os.path.exists(tmp_path / 'indivisible')  # refused before anything is written
   command = ['snjax', *_train_argv(stopped, '--quiet', *_join(port, 0)), '--resume']
   assert _ours(p0.stdout) == [
     f'snjax train: stopped by SIGTERM after saving step 15 in {stopped}/checkpoints; to continue, run (on every '
     f'process): {" ".join(command)}'
   ]
   assert _ours(p1.stdout) == []
-  assert sorted(os.listdir(stopped / 'checkpoints')) == ['10', '15']
+  assert sorted(os.listdir(os.path.join(stopped, 'checkpoints'))) == ['10', '15']
   assert [h['step'] for h in _read(stopped, 'history.json')] == [5, 10, 15]
-  assert not os.path.exists(stopped / 'samples.npy')
+  assert not os.path.exists(os.path.join(stopped, 'samples.npy'))
   # A run of 10 steps checkpointed by this process (one device), to be continued by two processes.
-  assert train(TrainConfig.for_dataset('grid25', **TINY), str(moved), progress=False, stop_after=10) == {
-    'stopped_at': 10
-  }
+  assert train(TrainConfig.for_dataset('grid25', **TINY), moved, progress=False, stop_after=10) == {'stopped_at': 10}
   port = _processes.free_port()
   runs = [
     [
       {'argv': _train_argv(stopped, '--quiet', '--resume', *_join(port, pid))},
       {'argv': _train_argv(moved, '--quiet', '--resume', *_join(port, pid))},
-      {'argv': _train_argv(whole, '--quiet', *_join(port, pid))},
+      {'argv': _train_argv(whole, *_join(port, pid))},
     ]
     for pid in (0, 1)
   ]
   launch, _ = _driver(tmp_path / 'resumed', runs, devices=4)
   with launch:
-    done = launch.finish()
-  assert all(d.returncode == 0 for d in done), launch.report()
-  # Bit for bit the uninterrupted 2-process run: its samples, history and final state.
-  assert (stopped / 'samples.npy').read_bytes() == (whole / 'samples.npy').read_bytes()
+    p0, p1 = launch.finish()
+  assert p0.returncode == p1.returncode == 0, launch.report()
+  for folder in (whole, one):
+    for f in ('config.json', 'history.json', 'samples.npy', 'samples.png', 'curves.png', 'metrics.json'):
+      assert os.path.getsize(os.path.join(folder, f)) > 0, (folder, f)
+    assert sorted(os.listdir(os.path.join(folder, 'checkpoints'))) == ['10', '20']
+  m2, m1 = _read(whole, 'metrics.json'), _read(one, 'metrics.json')
+  assert (m2['devices'], m2['processes'], m1['devices'], m1['processes']) == (8, 2, 8, 1)
+  # Process 0 shows the progress of the run that is not --quiet and prints its summary; process 1 neither (gloo's
+  # own lines aside).
+  assert 'SN-GAN grid25' in p0.stderr and 'SN-GAN' not in p1.stderr
+  assert [line for line in _ours(p0.stdout) if line.startswith('snjax train:')] == [
+    f'snjax train: grid25, 20 steps, seed 0, 8 devices in 2 processes (cpu), '
+    f'{m2["train_seconds_this_session"]:.1f} s of training in this session'
+  ]
+  assert _ours(p1.stdout) == []
+  # 2 processes against 1: the same run, up to the order of the sums across devices.
+  h2, h1 = _read(whole, 'history.json'), _read(one, 'history.json')
+  assert [h['step'] for h in h2] == [h['step'] for h in h1] == [5, 10, 15, 20]
+  for a, b in zip(h2, h1, strict=True):
+    assert a.keys() == b.keys()
+    np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], **CLOSE)
+  final = _state(whole, 20)
+  _assert_states(final, _state(one, 20), **CLOSE)
+  np.testing.assert_allclose(
+    np.load(os.path.join(whole, 'samples.npy')), np.load(os.path.join(one, 'samples.npy')), **CLOSE
+  )
+  # Stopped and resumed: bit for bit the uninterrupted 2-process run, its samples, history and final state.
+  with open(os.path.join(stopped, 'samples.npy'), 'rb') as f, open(os.path.join(whole, 'samples.npy'), 'rb') as g:
+    assert f.read() == g.read()
   assert _read(stopped, 'history.json') == _read(whole, 'history.json')
-  _assert_states(_state(stopped, 20), _state(whole, 20))
+  _assert_states(_state(stopped, 20), final)
   # The 1-process checkpoint restored in 2 processes: the run ends as the others, up to the order of sums.
   assert [h['step'] for h in _read(moved, 'history.json')] == [5, 10, 15, 20]
-  _assert_states(_state(moved, 20), _state(whole, 20), **CLOSE)
+  _assert_states(_state(moved, 20), final, **CLOSE)
 
 
 @pytest.mark.skipif(

@@ -1,11 +1,11 @@
-"""Tests of ``snjax train``: outputs, determinism, bit-exact resume (also after SIGKILL), bad input, devices."""
+"""Tests of ``snjax train`` in one process: outputs, determinism, bit-exact resume (also after SIGKILL), bad input.
+
+Several devices and processes: tests/app/test_distributed.py."""
 
 import json
 import os
 import re
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,8 +15,6 @@ from snjax.app.run import format_summary, train
 from snjax.app.run_folder import RunFolderError
 from tests import _processes
 from tests._checkpoints import damage
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')
@@ -77,12 +75,13 @@ def test_resume_after_stop_is_bit_exact(tmp_path, finished_run, tiny):
     assert json.load(f1) == json.load(f2)
 
 
-def test_resume_after_sigkill_is_bit_exact(tmp_path, tiny_flags):
+def test_resume_after_sigkill_is_bit_exact(tmp_path, finished_run, tiny_flags):
   """A CLI run killed with SIGKILL after its first checkpoint, resumed, ends with the uninterrupted run's samples.
 
   The run is held at its third chunk boundary (step 15, after the checkpoint of step 10) by the test driver until
-  it is killed, so the kill lands there however fast or slow the machine is."""
-  args = ['--steps', '300', *tiny_flags, '--quiet']
+  it is killed, so the kill lands there however fast or slow the machine is. The uninterrupted run is the
+  module's run of the same configuration."""
+  args = ['--steps', '20', *tiny_flags, '--quiet']
   killed, flags = str(tmp_path / 'killed'), tmp_path / 'flags'
   flags.mkdir()
   spec = {'flags': str(flags), 'runs': [{'argv': ['train', '--out', killed, *args], 'park_at': 3, 'park': 'wait'}]}
@@ -95,8 +94,10 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, tiny_flags):
   assert done.returncode == -signal.SIGKILL
   assert not os.path.exists(os.path.join(killed, 'samples.npy'))
   assert cli.main(['train', '--out', killed, '--resume', *args]) == 0
-  fresh = str(tmp_path / 'fresh')
-  assert cli.main(['train', '--out', fresh, *args]) == 0
+  fresh = finished_run[0]
+  for name in ('config.json', 'history.json'):
+    with open(os.path.join(killed, name)) as f, open(os.path.join(fresh, name)) as g:
+      assert json.load(f) == json.load(g), name
   np.testing.assert_array_equal(
     np.load(os.path.join(killed, 'samples.npy')), np.load(os.path.join(fresh, 'samples.npy'))
   )
@@ -198,37 +199,3 @@ def test_digits_run(tmp_path, tiny):
   assert set(g) == set(r) - {'classifier_accuracy'}
   assert r['classes_covered'] == 10
   assert 'class entropy (nats)' in format_summary(summary, out) and 'Frechet distance' in format_summary(summary, out)
-
-
-def test_eight_simulated_devices(tmp_path, tiny_flags):
-  """Data-parallel over 8 CPU devices (the flag must be set before jax is imported: a subprocess)."""
-  out = str(tmp_path / 'eight')
-  env = _processes.env(8)
-  subprocess.run(
-    [sys.executable, '-m', 'snjax', 'train', '--out', out, *tiny_flags, '--steps', '5', '--quiet'],
-    env=env,
-    cwd=REPO,
-    check=True,
-    timeout=300,
-  )
-  with open(os.path.join(out, 'metrics.json')) as f:
-    assert json.load(f)['devices'] == 8
-  bad = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'snjax',
-      'train',
-      '--out',
-      str(tmp_path / 'x'),
-      *tiny_flags,
-      '--batch-size',
-      '12',
-      '--quiet',
-    ],
-    env=env,
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-  )
-  assert bad.returncode == 2 and 'not divisible by the 8 devices' in bad.stderr
