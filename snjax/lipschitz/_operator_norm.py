@@ -22,6 +22,7 @@ here from products with ``A`` (the convolution) and ``A^T``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -156,6 +157,15 @@ def conv_operator_norm(
   if method not in ('lanczos', 'power'):
     raise ValueError(f"{where}: method must be 'lanczos' or 'power', got {method!r}.")
   key = jax.random.key(0) if key is None else key
+  # The checked geometry as a spec (hashable, every field explicit): a static argument of the compiled iteration.
+  explicit = ConvSpec(geo.input_shape, geo.strides, geo.padding, geo.rhs_dilation, geo.lhs_dilation, geo.groups)
+  return _operator_norm(kernel, key, explicit, tol, max_iterations, method)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _operator_norm(kernel: jax.Array, key: jax.Array, spec: ConvSpec, tol: float, max_iterations: int, method: str):
+  """:func:`conv_operator_norm` after its checks, compiled once per kernel shape, spec and options."""
+  geo = geometry(tuple(kernel.shape), spec, 'conv_operator_norm')
   cdtype = jnp.promote_types(kernel.dtype, jnp.float32)
   u0 = random_unit_input(key, geo.input_shape, cdtype)
   if method == 'power':
