@@ -27,7 +27,8 @@ def _top_sv(kernel, out_axes=(-1,)):
 
 
 def _normal(seed, shape):
-  return jax.random.normal(jax.random.key(seed), shape)
+  """Standard normal float32 inputs (numpy's generator: no program to compile per shape)."""
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
 
 
 # Each case: (layer factory, input shape, kernel output axes for the SVD reference, call kwargs).

@@ -24,9 +24,10 @@ def _layout(kernel, spec=None):
   return resolve_layout(spec, 'w', kernel)
 
 
-def _random_u(key, shape):
-  u = jax.random.normal(key, shape)
-  return u / jnp.linalg.norm(u, axis=-1, keepdims=True)
+def _random_u(seed, shape):
+  """A random unit vector (or one per row), float32 (numpy's generator: no program to compile per shape)."""
+  u = np.random.default_rng(seed).standard_normal(shape)
+  return jnp.asarray(u / np.linalg.norm(u, axis=-1, keepdims=True), jnp.float32)
 
 
 def _matrix_with_spectrum(rng, n_in, n_out, singular_values):
@@ -41,7 +42,7 @@ def _matrix_with_spectrum(rng, n_in, n_out, singular_values):
 def test_scaled_identity_gives_its_scale(n_power_iterations):
   # The classic peer check: a kernel 4 * I_8 has sigma 4 after 1, 3 and 10 steps.
   kernel = 4.0 * jnp.eye(8)
-  u = _random_u(jax.random.key(0), (8,))
+  u = _random_u(0, (8,))
   res = power.power_iteration(kernel, u, _layout(kernel), n_power_iterations=n_power_iterations)
   np.testing.assert_allclose(res.sigma, 4.0, rtol=1e-3)
 
@@ -55,7 +56,7 @@ def test_scaled_identity_gives_its_scale(n_power_iterations):
 def test_sigma_is_a_lower_bound_of_the_svd_norm(n_in, n_out, seed, n_power_iterations):
   rng = np.random.default_rng(seed)
   m = rng.standard_normal((n_in, n_out)).astype(np.float32)
-  u = _random_u(jax.random.key(seed), (n_out,))
+  u = _random_u(seed, (n_out,))
   res = power.power_iteration(jnp.asarray(m), u, _layout(m), n_power_iterations=n_power_iterations)
   true = _svd_norm(m)
   assert float(res.sigma) <= true * (1 + 1e-5)
@@ -69,7 +70,7 @@ def test_converges_to_the_top_singular_value(n_in, n_out, seed):
   s = np.sort(rng.uniform(0.1, 1.0, k))[::-1].copy()
   s[0] = s[1] * 1.5 + 0.1 if k > 1 else s[0]  # a spectral gap, so that 60 steps converge
   m = _matrix_with_spectrum(rng, n_in, n_out, s).astype(np.float32)
-  u = _random_u(jax.random.key(seed), (n_out,))
+  u = _random_u(seed, (n_out,))
   res = power.power_iteration(jnp.asarray(m), u, _layout(m), n_power_iterations=60)
   np.testing.assert_allclose(float(res.sigma), s[0], rtol=1e-4)
   # u is the top right singular vector (fan-out side), up to sign.
@@ -80,7 +81,7 @@ def test_converges_to_the_top_singular_value(n_in, n_out, seed):
 def test_tolerance_mode_reaches_the_svd_norm():
   rng = np.random.default_rng(1)
   m = rng.standard_normal((40, 30)).astype(np.float32)
-  u = _random_u(jax.random.key(1), (30,))
+  u = _random_u(1, (30,))
   res = jax.jit(lambda k, u: power.power_iteration(k, u, _layout(m), tol=1e-7, max_iterations=5000))(m, u)
   np.testing.assert_allclose(float(res.sigma), _svd_norm(m), rtol=1e-3)
 
@@ -107,7 +108,7 @@ def test_layouts_read_the_right_matrix(shape, spec, to_matrix):
   rng = np.random.default_rng(0)
   w = rng.standard_normal(shape).astype(np.float32)
   lay = _layout(w, spec)
-  u = _random_u(jax.random.key(0), power.u_shape(w.shape, lay))
+  u = _random_u(0, power.u_shape(w.shape, lay))
   res = power.power_iteration(jnp.asarray(w), u, lay, n_power_iterations=1, tol=1e-8, max_iterations=3000)
   np.testing.assert_allclose(float(res.sigma), _svd_norm(to_matrix(w)), rtol=1e-3)
 
@@ -116,7 +117,7 @@ def test_batch_axes_give_one_sigma_per_matrix():
   rng = np.random.default_rng(0)
   w = rng.standard_normal((3, 5, 4)).astype(np.float32)  # nn.scan: (layers, in, out)
   lay = _layout(w, KernelLayout(out_axes=(-1,), batch_axes=(0,)))
-  u = _random_u(jax.random.key(0), power.u_shape(w.shape, lay))
+  u = _random_u(0, power.u_shape(w.shape, lay))
   assert u.shape == (3, 4)
   res = power.power_iteration(jnp.asarray(w), u, lay, tol=1e-8, max_iterations=3000)
   np.testing.assert_allclose(np.asarray(res.sigma), [_svd_norm(w[i]) for i in range(3)], rtol=1e-3)
@@ -125,7 +126,7 @@ def test_batch_axes_give_one_sigma_per_matrix():
 def test_half_precision_kernel_is_iterated_in_float32():
   rng = np.random.default_rng(0)
   w = jnp.asarray(rng.standard_normal((16, 8)), jnp.bfloat16)
-  u = _random_u(jax.random.key(0), (8,))
+  u = _random_u(0, (8,))
   res = power.power_iteration(w, u, _layout(w), tol=1e-7, max_iterations=2000)
   assert res.sigma.dtype == jnp.float32 and res.u.dtype == jnp.float32
   np.testing.assert_allclose(float(res.sigma), _svd_norm(np.asarray(w.astype(jnp.float32))), rtol=1e-4)
@@ -135,7 +136,7 @@ def test_half_precision_kernel_is_iterated_in_float32():
 
 def test_zero_kernel_is_finite_and_keeps_u():
   w = jnp.zeros((6, 4))
-  u = _random_u(jax.random.key(0), (4,))
+  u = _random_u(0, (4,))
   res = power.power_iteration(w, u, _layout(w), eps=1e-12)
   assert float(res.sigma) == pytest.approx(1e-12)
   np.testing.assert_array_equal(np.asarray(res.u), np.asarray(u))
@@ -183,7 +184,7 @@ def test_gradient_matches_the_closed_form_and_finite_differences():
 def test_u_and_v_are_not_differentiated():
   rng = np.random.default_rng(0)
   m = jnp.asarray(rng.standard_normal((5, 4)), jnp.float32)
-  u = _random_u(jax.random.key(0), (4,))
+  u = _random_u(0, (4,))
   gu = jax.grad(lambda uu: power.power_iteration(m, uu, _layout(m), n_power_iterations=3).sigma)(u)
   np.testing.assert_array_equal(np.asarray(gu), 0.0)
 
@@ -191,7 +192,7 @@ def test_u_and_v_are_not_differentiated():
 def test_fori_loop_and_unrolled_iterations_agree():
   rng = np.random.default_rng(0)
   m = jnp.asarray(rng.standard_normal((9, 6)), jnp.float32)
-  u = _random_u(jax.random.key(0), (6,))
+  u = _random_u(0, (6,))
   lay = _layout(m)
   res_loop = power.power_iteration(m, u, lay, n_power_iterations=6)  # fori_loop for 5 constant steps
   x = u
@@ -225,7 +226,7 @@ def _group_case():
     k = jnp.asarray(w, dtype)
     lay = _layout(k, KernelLayout((-1,), (0,)) if len(shape) == 3 else None)
     op = power.make_operator('w', k, lay, None)
-    u = _random_u(jax.random.key(i), op.u_shape)
+    u = _random_u(i, op.u_shape)
     if i == _NAN_U:
       u = u.at[0].set(jnp.nan)
     kernels.append(k)
@@ -306,7 +307,7 @@ def test_stacks_of_large_kernels_match_one_at_a_time():
   kernels = [jnp.asarray(rng.standard_normal((130, 130)), jnp.float32) for _ in range(3)]
   assert kernels[0].size > power._CUT_LIMIT
   ops = tuple(power.make_operator('w', k, _layout(k), None) for k in kernels)
-  us = [_random_u(jax.random.key(i), op.u_shape) for i, op in enumerate(ops)]
+  us = [_random_u(i, op.u_shape) for i, op in enumerate(ops)]
   grads = jax.jit(jax.grad(lambda ks: sum(_run_sigmas(ks, us, ops, 1)[0])))(kernels)
   for k, u, op, g in zip(kernels, us, ops, grads, strict=True):
     g1 = jax.grad(lambda kk, u=u, op=op: _run_sigmas([kk], [u], (op,), 1)[0][0])(k)

@@ -44,15 +44,15 @@ def _train_argv(out, *extra):
 
 
 # What gloo prints on stdout when it connects (``[Gloo] Rank 0 is connected to 1 peer ranks. ...``), from several
-# threads at once, so that its pieces may land on separate lines.
+# threads at once, so that its pieces may land on separate lines: the rank's number may stand alone on a line.
 _GLOO = re.compile(
-  r'\[Gloo\] Rank |\d+ is connected to \d+ peer ranks\. Expected number of connected peer ranks is : \d+'
+  r'\[Gloo\] Rank |\d* ?is connected to \d+ peer ranks\. Expected number of connected peer ranks is : \d+'
 )
 
 
 def _ours(stdout):
-  """The non-empty lines of a process's stdout, gloo's messages taken out."""
-  return [line for line in _GLOO.sub('', stdout).splitlines() if line.strip()]
+  """The non-empty lines of a process's stdout, gloo's messages (and rank numbers left alone) taken out."""
+  return [line for line in _GLOO.sub('', stdout).splitlines() if line.strip() and not line.strip().isdigit()]
 
 
 def _read(folder, name):
