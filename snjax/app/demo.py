@@ -62,7 +62,8 @@ def main(seed: int = 0, steps: int = 3) -> int:
     0 (the exit status).
   """
   model = _Critic()
-  params = model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3)))['params']
+  # Compiled whole (run op by op, each layer's operations would compile one by one).
+  params = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 32, 32, 3)))['params']
   state = snjax.sn_init(jax.random.key(seed + 1), params)
   apply = jax.jit(snjax.sn_apply)
   params_sn = params
@@ -79,6 +80,7 @@ def main(seed: int = 0, steps: int = 3) -> int:
       f'{after[path]:>16.5f}'
     )
   x = jax.random.normal(jax.random.key(seed + 2), (4, 32, 32, 3))
-  print('critic output, raw:', np.round(np.asarray(model.apply({'params': params}, x))[:, 0], 4))
-  print('critic output, SN: ', np.round(np.asarray(model.apply({'params': params_sn}, x))[:, 0], 4))
+  critic = jax.jit(model.apply)
+  print('critic output, raw:', np.round(np.asarray(critic({'params': params}, x))[:, 0], 4))
+  print('critic output, SN: ', np.round(np.asarray(critic({'params': params_sn}, x))[:, 0], 4))
   return 0
