@@ -90,7 +90,6 @@ def kernel(kernel_spec_dir):
 
 # Run in the kernel before each notebook: an empty namespace and no open figures, as in a fresh kernel.
 _RESET = """
-get_ipython().run_line_magic('reset', '-f')
 import matplotlib.pyplot
 matplotlib.pyplot.close('all')
 get_ipython().run_line_magic('reset', '-f')
