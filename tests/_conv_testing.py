@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import snjax
+from tests import _random
 from tests._compat import flax_conv
 
 
@@ -63,8 +64,8 @@ def conv_norm(kernel, input_shape, **flax_conv_options):
 
 
 def random_kernel(seed, shape):
-  """A float32 kernel of standard normal entries (numpy's generator: no program to compile per shape)."""
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+  """A float32 kernel of standard normal entries."""
+  return jnp.asarray(_random.normal(seed, shape, stream=3))
 
 
 # (kernel spatial, input shape, groups, cout, flax Conv options): every padding, stride, dilation and grouping that

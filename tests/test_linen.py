@@ -15,6 +15,7 @@ import pytest
 
 import snjax
 from snjax.linen import SNConv, SNDense, SpectralNorm
+from tests import _random
 from tests._tolerances import TWO_PROGRAMS
 
 
@@ -27,8 +28,7 @@ def _top_sv(kernel, out_axes=(-1,)):
 
 
 def _normal(seed, shape):
-  """Standard normal float32 inputs (numpy's generator: no program to compile per shape)."""
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+  return jnp.asarray(_random.normal(seed, shape, stream=2))
 
 
 # Each case: (layer factory, input shape, kernel output axes for the SVD reference, call kwargs).

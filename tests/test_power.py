@@ -13,6 +13,7 @@ from snjax import _leaf
 from snjax import _power as power
 from snjax._layout import KernelLayout, kernel_matrix, resolve_layout
 from snjax._options import SNOptions
+from tests import _random
 from tests._tolerances import EPS32, TWO_PROGRAMS
 
 
@@ -25,9 +26,9 @@ def _layout(kernel, spec=None):
 
 
 def _random_u(seed, shape):
-  """A random unit vector (or one per row), float32 (numpy's generator: no program to compile per shape)."""
-  u = np.random.default_rng(seed).standard_normal(shape)
-  return jnp.asarray(u / np.linalg.norm(u, axis=-1, keepdims=True), jnp.float32)
+  """A random unit vector (or one per row), float32."""
+  u = _random.normal(seed, shape, stream=1)
+  return jnp.asarray(u / np.linalg.norm(u, axis=-1, keepdims=True))
 
 
 def _matrix_with_spectrum(rng, n_in, n_out, singular_values):

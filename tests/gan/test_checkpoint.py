@@ -23,7 +23,7 @@ from snjax.gan.checkpoint import (
   UnreadableCheckpointError,
   UnreadableCheckpointWarning,
 )
-from tests import _fresh_imports
+from tests import _fresh_imports, _processes
 from tests._checkpoints import damage
 
 # One training run, resumable: restores the latest checkpoint in `directory` (if any), trains to `n_steps`,
@@ -68,13 +68,6 @@ _RUN = textwrap.dedent(
           emit=lambda s: print(s, flush=True))
     """
 )
-
-
-def _env():
-  env = dict(os.environ)
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env['PYTHONPATH'] = root + os.pathsep + env.get('PYTHONPATH', '')
-  return env
 
 
 @pytest.fixture(scope='module')
@@ -129,10 +122,8 @@ def test_interrupted_and_resumed_run_is_bit_identical(run_ns, reference, tmp_pat
 def test_sigkill_during_async_save_then_resume_is_bit_identical(run_ns, reference, tmp_path):
   """A process killed right after an asynchronous save call; the run resumed (here, in this process) from what
   the kill left on disk."""
-  env = _env()
-  env['JAX_PLATFORMS'] = 'cpu'
   cmd = [sys.executable, '-c', _RUN, str(tmp_path)]
-  killed = subprocess.run(cmd + ['8', '6'], capture_output=True, text=True, env=env, timeout=600)
+  killed = subprocess.run(cmd + ['8', '6'], capture_output=True, text=True, env=_processes.env(1), timeout=600)
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   before = _losses(killed.stdout.splitlines())
   assert sorted(before) == list(range(1, 7))
