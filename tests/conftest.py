@@ -38,6 +38,7 @@ if _CHEAP:
     os.environ['XLA_FLAGS'] = ' '.join(f for f in (os.environ.get('XLA_FLAGS', ''), *known) if f)
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 from tests._compat import JAX_VERSION  # noqa: E402
@@ -91,7 +92,18 @@ def pytest_configure(config):
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
+# A pytest-xdist worker has sent every report and its "finished" event to the controller before the unconfigure
+# hooks run; what it would do after that only frees the memory of a process about to exit: pytest's final garbage
+# collection over a heap of millions of objects (traced programs, hypothesis data) and, at exit, jax's clearing of
+# thousands of compiled executables. Measured on the whole suite, 2 cores: 3 s and 8 s for the two workers, while the
+# controller waits for them. So a worker ends here, its output flushed; the controller (and a run without xdist)
+# ends as usual, and removes the compilation cache.
+@pytest.hookimpl(tryfirst=True)
 def pytest_unconfigure(config):
+  if hasattr(config, 'workerinput'):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
   if getattr(config, '_snjax_cache_owner', False):
     shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
 
