@@ -313,3 +313,24 @@ def test_stacks_of_large_kernels_match_one_at_a_time():
   for k, u, op, g in zip(kernels, us, ops, grads, strict=True):
     g1 = jax.grad(lambda kk, u=u, op=op: _run_sigmas([kk], [u], (op,), 1)[0][0])(k)
     np.testing.assert_allclose(np.asarray(g), np.asarray(g1), atol=TWO_PROGRAMS * float(jnp.max(jnp.abs(g1))))
+
+
+def test_more_same_shaped_kernels_than_a_stack_holds_match_one_at_a_time():
+  # Deep networks: same-shaped kernels beyond power._STACK_LIMIT form further stacks (16 + 16 + 5 of 37), each
+  # member iterated exactly as alone.
+  n, limit = 37, power._STACK_LIMIT
+  assert 2 <= limit < n
+  rng = np.random.default_rng(11)
+  kernels = [jnp.asarray(rng.standard_normal((4, 3)), jnp.float32) for _ in range(n)]
+  ops = tuple(power.make_operator('w', k, _layout(k), None) for k in kernels)
+  assert [len(u.members) for u in power._units(ops, range(n))] == [min(limit, n - s) for s in range(0, n, limit)]
+  us = [_random_u(i, op.u_shape) for i, op in enumerate(ops)]
+  sigmas, u_next = _run_sigmas(kernels, us, ops, 2)
+  grads = jax.jit(jax.grad(lambda ks: sum(_run_sigmas(ks, us, ops, 2)[0])))(kernels)
+  alone = jax.jit(jax.value_and_grad(lambda k, u: _run_sigmas([k], [u], ops[:1], 2)[0][0]))
+  for i, (k, u) in enumerate(zip(kernels, us, strict=True)):
+    s1, g1 = alone(k, u)
+    u1 = _run_sigmas([k], [u], ops[:1], 2)[1][0]
+    np.testing.assert_allclose(float(sigmas[i]), float(s1), rtol=TWO_PROGRAMS)
+    np.testing.assert_allclose(np.asarray(u_next[i]), np.asarray(u1), rtol=TWO_PROGRAMS, atol=TWO_PROGRAMS)
+    np.testing.assert_allclose(np.asarray(grads[i]), np.asarray(g1), atol=TWO_PROGRAMS * float(jnp.max(jnp.abs(g1))))
