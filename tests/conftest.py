@@ -94,7 +94,7 @@ def pytest_configure(config):
 
 # A pytest-xdist worker has sent every report and its "finished" event to the controller before the unconfigure
 # hooks run; what it would do after that only frees the memory of a process about to exit: pytest's final garbage
-# collection over a heap of millions of objects (traced programs, hypothesis data) and, at exit, jax's clearing of
+# collection over the heap of every traced program and hypothesis draw and, at exit, jax's clearing of
 # thousands of compiled executables. Measured on the whole suite, 2 cores: 3 s and 8 s for the two workers, while the
 # controller waits for them. So a worker ends here, its output flushed; the controller (and a run without xdist)
 # ends as usual, and removes the compilation cache.

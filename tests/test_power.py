@@ -315,6 +315,12 @@ def test_stacks_of_large_kernels_match_one_at_a_time():
     np.testing.assert_allclose(np.asarray(g), np.asarray(g1), atol=TWO_PROGRAMS * float(jnp.max(jnp.abs(g1))))
 
 
+def _first(result):
+  """``(sigma, u')`` of the first kernel of a :func:`_run_sigmas` result."""
+  (sigma, *_), (u, *_) = result
+  return sigma, u
+
+
 def test_more_same_shaped_kernels_than_a_stack_holds_match_one_at_a_time():
   # Deep networks: same-shaped kernels beyond power._STACK_LIMIT form further stacks (16 + 16 + 5 of 37), each
   # member iterated exactly as alone.
@@ -327,10 +333,9 @@ def test_more_same_shaped_kernels_than_a_stack_holds_match_one_at_a_time():
   us = [_random_u(i, op.u_shape) for i, op in enumerate(ops)]
   sigmas, u_next = _run_sigmas(kernels, us, ops, 2)
   grads = jax.jit(jax.grad(lambda ks: sum(_run_sigmas(ks, us, ops, 2)[0])))(kernels)
-  alone = jax.jit(jax.value_and_grad(lambda k, u: _run_sigmas([k], [u], ops[:1], 2)[0][0]))
+  alone = jax.jit(jax.value_and_grad(lambda k, u: _first(_run_sigmas([k], [u], ops[:1], 2)), has_aux=True))
   for i, (k, u) in enumerate(zip(kernels, us, strict=True)):
-    s1, g1 = alone(k, u)
-    u1 = _run_sigmas([k], [u], ops[:1], 2)[1][0]
+    (s1, u1), g1 = alone(k, u)
     np.testing.assert_allclose(float(sigmas[i]), float(s1), rtol=TWO_PROGRAMS)
     np.testing.assert_allclose(np.asarray(u_next[i]), np.asarray(u1), rtol=TWO_PROGRAMS, atol=TWO_PROGRAMS)
     np.testing.assert_allclose(np.asarray(grads[i]), np.asarray(g1), atol=TWO_PROGRAMS * float(jnp.max(jnp.abs(g1))))

@@ -197,8 +197,8 @@ def test_sigkill_of_one_process_ends_the_other_and_the_last_checkpoint_restores(
   is stopped by the runtime once the heartbeat timeout passes, with JAX's error naming the dead task; the run
   resumes in one process from step 10."""
   killed = tmp_path / 'killed'
-  # Process 0 waits for the dead one inside gloo's collective, spinning a core, until the timeout: a short one (the
-  # heartbeats of live processes come from their own thread, so a loaded CPU does not delay them by seconds).
+  # Process 0 waits for the dead one inside gloo's collective, spinning a core, until the timeout: a short one. Live
+  # processes send their heartbeats from a thread of their own, whatever their training is doing.
   port = _processes.free_port()
   runs = [
     [
